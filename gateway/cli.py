@@ -22,6 +22,7 @@ COMMANDS = (
     "demo",
     "config",
     "status",
+    "doctor",
     "scan",
     "firmware",
     "model",
