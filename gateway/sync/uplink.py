@@ -1,0 +1,296 @@
+"""The MQTT uplink: publishes the outbox and twin changes, receives the downlink.
+
+On every connection it publishes the birth (gateway status and full twins, retained) before
+anything else, then resends every row still in the outbox, oldest first, in batches of up to
+``batch_max`` rows with up to ``inflight`` batches awaiting their PUBACK at once. A batch leaves the
+outbox only after all of its messages are acknowledged (QoS 1), so a crash or a cut connection
+means a resend, never a loss; consumers drop the duplicates by key and seq. The last will is a
+retained death on the status topic. Reconnects back off exponentially with jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from gateway.config import BrokerConfig
+from gateway.outbox import KIND_READING, Outbox, Row
+from gateway.sync import messages
+from gateway.sync.messages import Topics
+
+__all__ = ["MAX_DOWNLINK_BYTES", "Uplink"]
+
+log = logging.getLogger("twinedge.uplink")
+
+MAX_DOWNLINK_BYTES = 64 * 1024
+Message = tuple[str, bytes, bool]  # topic, payload, retain
+Downlink = Callable[[str, str, bytes], Awaitable[None]]  # kind, asset, payload
+
+
+class Uplink:
+    """``async with Uplink(...) as up: up.notify()`` after new rows are committed."""
+
+    def __init__(
+        self,
+        cfg: BrokerConfig,
+        topics: Topics,
+        outbox: Outbox,
+        *,
+        gateway: str,
+        birth: Callable[[], Sequence[Message]],
+        death: Callable[[str], bytes],
+        downlink: Downlink,
+        live_window: float = 60.0,
+    ) -> None:
+        self.cfg = cfg
+        self.topics = topics
+        self.outbox = outbox
+        self.gateway = gateway
+        self._birth = birth
+        self._death = death
+        self._downlink = downlink
+        self.live_window = live_window
+        self.state = "connecting"
+        self.reconnects = 0
+        self.published_rows = 0
+        self.published_messages = 0
+        self.downlink_refused = 0
+        self.last_ack_at: float | None = None
+        self._latency_ms: deque[float] = deque(maxlen=4096)
+        self._wake = asyncio.Event()
+        self._live: asyncio.Queue[Message] = asyncio.Queue(maxsize=10_000)
+        self._connected = asyncio.Event()
+        self._client: aiomqtt.Client | None = None
+        self._stack = AsyncExitStack()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._task = tg.create_task(self._run(), name="uplink")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        client = self._client
+        if client is not None and self.state == "connected":
+            try:
+                payload = self._death("stopped")
+                await client.publish(self.topics.status, payload, qos=1, retain=True, timeout=5)
+            except (aiomqtt.MqttError, TimeoutError) as err:
+                log.warning("could not publish death on stop: %s", err)
+        self._task.cancel()
+        await self._stack.aclose()
+
+    def notify(self) -> None:
+        """New rows were committed to the outbox."""
+        self._wake.set()
+
+    def publish_live(self, topic: str, payload: bytes, retain: bool = False) -> bool:
+        """Queue a twin delta or applied message; dropped (False) while disconnected, because
+        the birth on the next connection carries the full state anyway."""
+        if not self._connected.is_set():
+            return False
+        try:
+            self._live.put_nowait((topic, payload, retain))
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    # -- connection loop -----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = 0.25
+        while True:
+            try:
+                async with self._make_client() as client:
+                    self._client = client
+                    delay = 0.25
+                    await self._session(client)
+            except* (aiomqtt.MqttError, OSError, TimeoutError) as eg:
+                log.warning("uplink to %s lost: %s", self.cfg.display_url, eg.exceptions[0])
+            finally:
+                self._client = None
+                self._connected.clear()
+                self.state = "disconnected"
+            self.reconnects += 1
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, 30.0)
+            self.state = "connecting"
+
+    def _make_client(self) -> aiomqtt.Client:
+        cfg = self.cfg
+        v5 = cfg.protocol == "5"
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = 7 * 24 * 3600
+        will = aiomqtt.Will(self.topics.status, self._death("lost"), qos=1, retain=True)
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            identifier=cfg.client_id,
+            username=cfg.username,
+            password=cfg.password(),
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            clean_start=False if v5 else 3,  # 3: paho's "not set" for 3.1.1
+            properties=props,
+            will=will,
+            keepalive=max(5, int(cfg.keepalive)),
+            timeout=10,
+            tls_context=self._tls_context(),
+            max_inflight_messages=cfg.inflight * 4,
+            max_queued_incoming_messages=1000,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if not self.cfg.tls:
+            return None
+        ctx = ssl.create_default_context(
+            cafile=None if self.cfg.ca_file is None else str(self.cfg.ca_file)
+        )
+        if self.cfg.cert_file is not None and self.cfg.key_file is not None:
+            ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
+        return ctx
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        for flt in (self.topics.desired_filter, self.topics.command_filter, self.topics.rebirth):
+            await client.subscribe(flt, qos=1)
+        await self._publish_birth(client)
+        self.state = "connected"
+        self._drain_live()
+        self._connected.set()
+        log.info("uplink connected to %s", self.cfg.display_url)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._publisher(client), name="uplink-outbox")
+            tg.create_task(self._live_publisher(client), name="uplink-live")
+            tg.create_task(self._receiver(client), name="uplink-downlink")
+
+    async def _publish_birth(self, client: aiomqtt.Client) -> None:
+        await asyncio.gather(
+            *(client.publish(t, p, qos=1, retain=r, timeout=30) for t, p, r in self._birth())
+        )
+
+    def _drain_live(self) -> None:
+        while not self._live.empty():
+            self._live.get_nowait()
+
+    # -- outbox publishing ---------------------------------------------------------------------
+
+    async def _publisher(self, client: aiomqtt.Client) -> None:
+        cursor = 0  # a new connection resends everything still in the outbox
+        slots = asyncio.Semaphore(self.cfg.inflight)
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                rows = await self.outbox.peek(cursor, self.cfg.batch_max)
+                if not rows:
+                    self._wake.clear()
+                    rows = await self.outbox.peek(cursor, self.cfg.batch_max)
+                    if not rows:
+                        await self._wake.wait()
+                        continue
+                cursor = rows[-1][0]
+                await slots.acquire()
+                tg.create_task(self._send_batch(client, rows, slots))
+
+    async def _send_batch(
+        self, client: aiomqtt.Client, rows: list[Row], slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            now = time.time()
+            msgs = self._encode(rows, now)
+            await asyncio.gather(*(client.publish(t, p, qos=1, timeout=60) for t, p in msgs))
+            await self.outbox.ack(rows[0][0], rows[-1][0])
+        finally:
+            slots.release()
+        done = time.time()
+        self.last_ack_at = done
+        self.published_messages += len(msgs)
+        readings = [r for r in rows if r[1] == KIND_READING]
+        self.published_rows += len(readings)
+        if readings:
+            self._latency_ms.append((done - readings[-1][7]) * 1000.0)
+
+    def _encode(self, rows: list[Row], now: float) -> list[tuple[str, bytes]]:
+        gw, session = self.gateway, self.outbox.session
+        readings = [r[:1] + r[2:10] for r in rows if r[1] == KIND_READING]
+        out = []
+        if readings:
+            backfill = now - readings[0][6] > self.live_window
+            doc = messages.readings_batch(gw, session, now, readings, backfill)
+            out.append((self.topics.readings, messages.dumps(doc)))
+        for r in rows:
+            if r[1] != KIND_READING:
+                body = json.loads(r[10] or "{}")
+                doc = messages.event(gw, session, now, r[0], r[2], body)
+                out.append((self.topics.event(r[2]), messages.dumps(doc)))
+        return out
+
+    async def _live_publisher(self, client: aiomqtt.Client) -> None:
+        while True:
+            batch = [await self._live.get()]
+            while not self._live.empty() and len(batch) < 256:
+                batch.append(self._live.get_nowait())
+            await asyncio.gather(
+                *(client.publish(t, p, qos=1, retain=r, timeout=30) for t, p, r in batch)
+            )
+
+    # -- downlink ------------------------------------------------------------------------------
+
+    async def _receiver(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            payload = message.payload
+            if topic == self.topics.rebirth:
+                log.info("rebirth requested")
+                await self._publish_birth(client)
+                continue
+            where = self.topics.downlink_asset(topic)
+            if where is None or not isinstance(payload, bytes | bytearray):
+                self.downlink_refused += 1
+                continue
+            if len(payload) > MAX_DOWNLINK_BYTES:
+                self.downlink_refused += 1
+                log.warning(
+                    "downlink on %s refused: %d bytes > %d", topic, len(payload), MAX_DOWNLINK_BYTES
+                )
+                continue
+            await self._downlink(where[0], where[1], bytes(payload))
+
+    # -- figures -------------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        lat = sorted(self._latency_ms)
+
+        def pct(p: float) -> float | None:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 2) if lat else None
+
+        return {
+            "state": self.state,
+            "broker": self.cfg.display_url,
+            "backlog_rows": self.outbox.rows,
+            "published_rows": self.published_rows,
+            "published_messages": self.published_messages,
+            "last_ack_at": self.last_ack_at,
+            "publish_latency_ms": {"p50": pct(0.5), "p99": pct(0.99)},
+            "reconnects": self.reconnects,
+            "downlink_refused": self.downlink_refused,
+        }
