@@ -78,6 +78,7 @@ class PayloadError(ValueError):
 
 
 def crc8(data, crc=0):
+    # type: (bytes | bytearray, int) -> int
     """CRC-8, polynomial 0x07 (ATM/SMBus), no reflection, no final xor."""
     for byte in data:
         crc ^= byte
@@ -87,11 +88,13 @@ def crc8(data, crc=0):
 
 
 def device_id(node_id):
+    # type: (int) -> str
     """The device id a counter is known by in site files: ``counter-0007``."""
     return f"counter-{node_id:04d}"
 
 
 def parse_device_id(text):
+    # type: (str) -> int
     """``counter-0007`` (or a bare number) -> node id 7; ValueError for anything else."""
     digits = text[8:] if text.startswith("counter-") else text
     if not digits or not digits.isdigit():
@@ -103,6 +106,7 @@ def parse_device_id(text):
 
 
 def encode_counter(node_id, boot, seq, count_in, count_out, battery=NO_BATTERY, flags=0):
+    # type: (int, int, int, int, int, int, int) -> bytes
     """The 16-byte manufacturer payload (after the company id) of one counter advert."""
     body = struct.pack(
         _COUNTER_FMT,
@@ -120,6 +124,7 @@ def encode_counter(node_id, boot, seq, count_in, count_out, battery=NO_BATTERY, 
 
 
 def decode_counter(payload):
+    # type: (bytes | bytearray) -> tuple[int, int, int, int, int, int | None, int]
     """Payload bytes -> (node_id, boot, seq, count_in, count_out, battery or None, flags).
 
     Raises PayloadError for anything that is not a valid counter payload; never anything else.
@@ -142,6 +147,7 @@ def decode_counter(payload):
 
 
 def ad_structure(ad_type, data):
+    # type: (int, bytes) -> bytes
     """One AD structure: length, type, data."""
     if len(data) > 29:
         raise PayloadError(f"AD structure data of {len(data)} bytes is too long")
@@ -151,6 +157,7 @@ def ad_structure(ad_type, data):
 def counter_advert(
     node_id, boot, seq, count_in, count_out, battery=NO_BATTERY, flags=0, company_id=COMPANY_ID
 ):
+    # type: (int, int, int, int, int, int, int, int) -> bytes
     """Complete legacy advertising data (flags + manufacturer data) for a counter: 23 bytes."""
     payload = encode_counter(node_id, boot, seq, count_in, count_out, battery, flags)
     adv = ad_structure(AD_FLAGS, bytes((ADV_FLAGS_GENERAL_NO_BREDR,)))
@@ -160,6 +167,7 @@ def counter_advert(
 
 
 def check_legacy(adv):
+    # type: (bytes) -> bytes
     """Raise PayloadError if advertising data exceeds the 31-byte legacy limit."""
     if len(adv) > LEGACY_ADV_MAX:
         raise PayloadError(f"advert is {len(adv)} bytes, legacy limit is {LEGACY_ADV_MAX}")
@@ -167,6 +175,7 @@ def check_legacy(adv):
 
 
 def parse_ad(adv):
+    # type: (bytes | bytearray) -> list[tuple[int, bytes]]
     """Advertising data bytes -> list of (ad_type, data). Raises PayloadError on a bad length."""
     out = []
     i = 0
@@ -183,6 +192,7 @@ def parse_ad(adv):
 
 
 def manufacturer_data(adv):
+    # type: (bytes | bytearray) -> dict[int, bytes]
     """Advertising data bytes -> {company_id: payload} for every manufacturer-specific field."""
     found = {}
     for ad_type, data in parse_ad(adv):
@@ -192,6 +202,7 @@ def manufacturer_data(adv):
 
 
 def uuid128_bytes(uuid):
+    # type: (str) -> bytes
     """A 128-bit UUID string -> the 16 little-endian bytes used in advertising data."""
     raw = bytes.fromhex(uuid.replace("-", ""))
     if len(raw) != 16:
@@ -200,6 +211,7 @@ def uuid128_bytes(uuid):
 
 
 def streetlight_advert(name):
+    # type: (str) -> bytes
     """Advertising data for a streetlight controller: flags, 128-bit service UUID, short name."""
     adv = ad_structure(AD_FLAGS, bytes((ADV_FLAGS_GENERAL_NO_BREDR,)))
     adv += ad_structure(AD_UUID128_COMPLETE, uuid128_bytes(STREETLIGHT_SERVICE))
@@ -211,6 +223,7 @@ def streetlight_advert(name):
 
 
 def encode_value(fmt, raw):
+    # type: (str, float) -> bytes
     """Integer -> characteristic bytes in format ``fmt`` (u8, s8, u16, s16, u32, s32)."""
     try:
         code = _FORMATS[fmt]
@@ -227,6 +240,7 @@ def encode_value(fmt, raw):
 
 
 def decode_value(fmt, data):
+    # type: (str, bytes | bytearray) -> int
     """Characteristic bytes -> integer; PayloadError if the length does not match ``fmt``."""
     try:
         code = _FORMATS[fmt]
@@ -234,4 +248,5 @@ def decode_value(fmt, data):
         raise PayloadError(f"unknown value format {fmt!r}") from None
     if len(data) != struct.calcsize(code):
         raise PayloadError(f"{len(data)} bytes for format {fmt}")
-    return struct.unpack(code, bytes(data))[0]
+    value = struct.unpack(code, bytes(data))[0]  # type: int
+    return value
