@@ -56,6 +56,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("twinedge.sources.modbus")
+# pymodbus logs every timeout at error level with a dump of the last frames; this driver logs
+# each failure itself with the device id, so keep pymodbus quiet unless someone configured it.
+if logging.getLogger("pymodbus").level == logging.NOTSET:
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 #: type name -> (struct code of the big-endian value, registers it spans)
 TYPES: dict[str, tuple[str, int]] = {
@@ -263,6 +267,7 @@ class ModbusSource:
         self.device = f"modbus:{self.line.port}#{self.line.device_id}"
         self.failures = 0  # consecutive polls with a failed request
         self._seq = 0
+        self._streak = 0  # consecutive failed requests, for logging
         self._client: Any = None
 
     async def __aenter__(self) -> Self:
@@ -362,11 +367,23 @@ class ModbusSource:
         if len(registers) != block.count:
             return self._bad(block, f"{len(registers)} registers in reply, asked {block.count}")
         self.ctx.counters.frames_ok += 1
+        if self._streak:
+            log.info(
+                "%s: answering again after %d failed requests",
+                self.device,
+                self._streak,
+                extra={"device": self.device, "asset": self.ctx.asset},
+            )
+            self._streak = 0
         return registers
 
     def _bad(self, block: Block, reason: str) -> list[int] | None:
         self.ctx.counters.frames_bad += 1
-        log.warning(
+        self._streak += 1
+        # the first failure of a streak is a warning; the rest would only repeat it
+        level = logging.WARNING if self._streak == 1 else logging.DEBUG
+        log.log(
+            level,
             "%s: read of %d %s registers at %d failed: %s",
             self.device,
             block.count,

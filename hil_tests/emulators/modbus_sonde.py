@@ -210,6 +210,7 @@ class ModbusSonde:
         self.stuck = False
         self.overrides: dict[str, float] = {}
         self.requests = 0
+        self.request_times: list[float] = []  # monotonic arrival time of the last 1000 requests
         self.values: dict[str, float] = {}  # what the sonde served last, in engineering units
         self._rng = random.Random(seed ^ 0x5EED)
         self._stack = AsyncExitStack()
@@ -282,6 +283,8 @@ class ModbusSonde:
         set_values: list[int] | list[bool] | None,
     ) -> None:
         self.requests += 1
+        self.request_times.append(time.monotonic())
+        del self.request_times[:-1000]
         if self.delay:
             await asyncio.sleep(self.delay)
         values = self.current()
