@@ -1,0 +1,516 @@
+"""The gateway: the one place where the stages are wired together.
+
+    sources ─► ingest queue ─► detect ─► outbox (durable) ─► twins ─► uplink (MQTT)
+                                                   └─────► local subscribers (API, tail)
+
+Start order: outbox, uplink, API, ingest and flush tasks, then the device supervisors. Stop order
+is the reverse: devices first, then the ingest queue is drained into the outbox and the twins are
+flushed, then the uplink publishes its death, then the store closes. A reading is committed to
+the outbox before the twin shows it and before anything upstream sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from gateway import __version__
+from gateway.config import AssetConfig, BrokerConfig, Site
+from gateway.errors import ModelError
+from gateway.hub import Hub
+from gateway.outbox import Outbox, StoreError
+from gateway.readings import Reading
+from gateway.sources import Commandable, Source, SourceContext, parse_duration
+from gateway.supervise import supervise
+from gateway.sync import messages
+from gateway.sync.messages import Topics
+from gateway.sync.uplink import Message, Uplink
+from gateway.twin import Twin
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("twinedge.gateway")
+INGEST_BATCH = 1024
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+class Gateway:
+    """``async with Gateway(site) as gw: await gw.wait()``."""
+
+    def __init__(
+        self,
+        site: Site,
+        *,
+        broker: BrokerConfig | None = None,
+        options: Mapping[str, Any] | None = None,
+        api_listen: tuple[str, int] | None = None,
+    ) -> None:
+        self.site = site
+        self.broker = broker or site.broker
+        self.options = dict(options or {})  # objects injected into sources (e.g. BLE backends)
+        self.api_listen = api_listen
+        self.topics = Topics(
+            self.broker.topic_prefix if self.broker else "twinedge/v1", site.site, site.gateway_id
+        )
+        self.queue: asyncio.Queue[Reading] = asyncio.Queue(maxsize=20_000)
+        self.hub = Hub()
+        self.twins: dict[str, Twin] = {a.id: self._new_twin(a) for a in site.assets}
+        self.contexts: dict[str, SourceContext] = {}
+        self.sources: dict[str, Source] = {}
+        self.readings_in = 0
+        self.downlink_refused = 0
+        self.warnings: deque[dict[str, Any]] = deque(maxlen=50)
+        self.started_at = time.time()
+        self.detector: Any = None
+        self.uplink: Uplink | None = None
+        self.api_url: str | None = None
+        self.outbox: Outbox
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._device_tasks: list[asyncio.Task[None]] = []
+        self._stopped = asyncio.Event()
+
+    @staticmethod
+    def _new_twin(a: AssetConfig) -> Twin:
+        profile = a.profile
+        period = a.period or (profile.period if profile else None)
+        return Twin(
+            a.id,
+            category=a.category,
+            name=a.name,
+            location=a.location,
+            attributes=a.attributes,
+            source=a.source.raw,
+            profile=profile.name if profile else None,
+            stale_after=a.stale_after,
+            config={"period": period, "thresholds": {}},
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        buf = self.site.buffer
+        self.outbox = await self._stack.enter_async_context(
+            Outbox(
+                self.site.store_path,
+                max_rows=buf.max_rows,
+                max_bytes=buf.max_bytes,
+                synchronous=buf.synchronous,
+            )
+        )
+        if self.outbox.recovered_from is not None:
+            self.warn(f"store was unreadable; moved aside to {self.outbox.recovered_from.name}")
+        await self._restore_twins()
+        self.detector = self._load_detector()
+        if self.broker is not None:
+            self.uplink = await self._stack.enter_async_context(
+                Uplink(
+                    self.broker,
+                    self.topics,
+                    self.outbox,
+                    gateway=self.site.gateway_id,
+                    birth=self._birth,
+                    death=self._death,
+                    downlink=self._on_downlink,
+                    live_window=buf.live_window,
+                )
+            )
+        await self._start_api()
+        self._stack.push_async_callback(self._stop_core)
+        self._tasks = [
+            asyncio.create_task(self._ingest(), name="ingest"),
+            asyncio.create_task(self._flush_loop(), name="flush"),
+        ]
+        self._stack.push_async_callback(self._stop_devices)
+        for asset in self.site.assets:
+            self._device_tasks.append(
+                asyncio.create_task(self._run_device(asset), name=f"device:{asset.id}")
+            )
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stopped.set()
+        await self._stack.aclose()
+
+    async def wait(self) -> None:
+        """Until the gateway is stopped (or a core task fails, which raises)."""
+        stop = asyncio.create_task(self._stopped.wait())
+        done, _ = await asyncio.wait([stop, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for task in done:
+            if task is not stop:
+                task.result()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    async def _stop_devices(self) -> None:
+        for task in self._device_tasks:
+            task.cancel()
+        await asyncio.gather(*self._device_tasks, return_exceptions=True)
+
+    async def _stop_core(self) -> None:
+        try:
+            async with asyncio.timeout(10):
+                await self.queue.join()  # every reading the devices gave is in the store
+        except TimeoutError:
+            log.error("stop: %d readings still queued after 10 s", self.queue.qsize())
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for twin in self.twins.values():
+            twin.mark_stale()
+        await self._flush()
+
+    async def _start_api(self) -> None:
+        cfg = self.site.api
+        if not cfg.enabled and self.api_listen is None:
+            return
+        from gateway.api import serve_api
+
+        host, port = self.api_listen or (cfg.host, cfg.port)
+        token = cfg.token_file.read_text(encoding="utf-8").strip() if cfg.token_file else None
+        server = await self._stack.enter_async_context(
+            serve_api(status=self.status, events=self.events, host=host, port=port, token=token)
+        )
+        self.api_url = f"http://{host}:{server.port}/"
+
+    # -- devices -------------------------------------------------------------------------------
+
+    async def _run_device(self, asset: AssetConfig) -> None:
+        ctx = SourceContext(asset.id, asset.profile, options=self.options)
+        self.contexts[asset.id] = ctx
+        spec = asset.source
+        if asset.period is not None and "period" not in spec.params:
+            spec = replace(spec, params={**spec.params, "period": f"{asset.period}s"})
+
+        def opened(source: Source | None) -> None:
+            if source is None:
+                self.sources.pop(asset.id, None)
+            else:
+                self.sources[asset.id] = source
+
+        await supervise(spec, ctx, self.queue, on_open=opened)
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    async def _ingest(self) -> None:
+        q = self.queue
+        while True:
+            batch = [await q.get()]
+            while len(batch) < INGEST_BATCH and not q.empty():
+                batch.append(q.get_nowait())
+            try:
+                await self._take(batch)
+            finally:
+                for _ in batch:
+                    q.task_done()
+
+    async def _take(self, batch: list[Reading]) -> None:
+        events = self.detector.score(batch) if self.detector is not None else []
+        try:
+            await self.outbox.append(batch, [(e.asset, e.as_dict()) for e in events])
+        except StoreError as e:
+            self.warn(str(e))
+            return
+        self.readings_in += len(batch)
+        mono = asyncio.get_running_loop().time()
+        for r in batch:
+            twin = self.twins.get(r.asset)
+            if twin is not None:
+                twin.observe(r, mono)
+        for ev in events:
+            self._on_anomaly(ev)
+        if self.uplink is not None:
+            self.uplink.notify()
+        if self.hub:
+            for r in batch:
+                self.hub.publish(
+                    {
+                        "type": "reading",
+                        "asset": r.asset,
+                        "quantity": r.quantity,
+                        "value": r.value,
+                        "unit": r.unit,
+                        "quality": r.quality.value,
+                        "ts": r.time,
+                        "score": r.score,
+                    }
+                )
+
+    def _on_anomaly(self, ev: Any) -> None:
+        doc = ev.as_dict()
+        twin = self.twins.get(ev.asset)
+        if twin is not None:
+            active = doc.get("state", "start") != "end"
+            info = {k: doc.get(k) for k in ("score", "threshold", "model", "detected_at")}
+            for q in ev.quantities:
+                twin.set_anomaly(q, info if active else None)
+        self.hub.publish(doc | {"type": "anomaly"})
+
+    def _load_detector(self) -> Any:
+        models = self.site.models_dir or (SHIPPED_MODELS if SHIPPED_MODELS.is_dir() else None)
+        if models is None:
+            return None
+        try:
+            from gateway.detect import Detector
+        except ImportError:
+            return None
+        try:
+            return Detector.load(models, {a.id: a.category for a in self.site.assets})
+        except ModelError as e:
+            self.warn(f"anomaly models not loaded: {e}")
+            return None
+
+    # -- twins ---------------------------------------------------------------------------------
+
+    async def _restore_twins(self) -> None:
+        for asset, state in (await self.outbox.load_twins()).items():
+            if asset in self.twins:
+                self.twins[asset].restore(state)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.site.delta_interval)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Liveness, counters and drops into the twins; one delta per changed twin."""
+        mono = asyncio.get_running_loop().time()
+        changed: dict[str, tuple[int, Mapping[str, Any]]] = {}
+        for asset_id, twin in self.twins.items():
+            if twin.check_liveness(mono):
+                self.hub.publish({"type": "liveness", "asset": asset_id, "online": False})
+            ctx = self.contexts.get(asset_id)
+            if ctx is not None:
+                twin.set_counters(ctx.counters.as_dict())
+                twin.set_device_info(ctx.device_info)
+            twin.set_dropped(self.outbox.dropped.get(asset_id, 0))
+            delta = twin.take_delta()
+            if delta is None:
+                continue
+            revision, patch = delta
+            changed[asset_id] = (revision, twin.snapshot())
+            if self.uplink is not None:
+                doc = messages.delta(
+                    self.site.gateway_id,
+                    self.outbox.session,
+                    time.time(),
+                    asset_id,
+                    revision,
+                    patch,
+                )
+                self.uplink.publish_live(self.topics.delta(asset_id), messages.dumps(doc))
+        if changed:
+            await self.outbox.save_twins(changed)
+
+    def _birth(self) -> Sequence[Message]:
+        gw, session, now = self.site.gateway_id, self.outbox.session, time.time()
+        state = {
+            "version": __version__,
+            "started_at": self.started_at,
+            "buffer": self._buffer_state(),
+            "models": self._models(),
+        }
+        birth = messages.birth(
+            gw,
+            session,
+            self.outbox.boot,
+            self.site.site,
+            now,
+            {a: t.revision for a, t in self.twins.items()},
+            state,
+        )
+        out: list[Message] = [(self.topics.status, messages.dumps(birth), True)]
+        for asset_id, twin in self.twins.items():
+            doc = messages.twin(gw, session, now, asset_id, twin.revision, twin.snapshot())
+            out.append((self.topics.twin(asset_id), messages.dumps(doc), True))
+        return out
+
+    def _death(self, reason: str) -> bytes:
+        doc = messages.death(
+            self.site.gateway_id, self.outbox.session, self.outbox.boot, time.time(), reason
+        )
+        return messages.dumps(doc)
+
+    # -- downlink ------------------------------------------------------------------------------
+
+    async def _on_downlink(self, kind: str, asset: str, payload: bytes) -> None:
+        twin = self.twins.get(asset)
+        try:
+            doc = json.loads(payload)
+            if not isinstance(doc, dict):
+                raise ValueError("expected a JSON object")
+        except ValueError as e:
+            self._refuse(kind, asset, f"not a JSON object ({e})")
+            return
+        msg_id = doc.get("id")
+        if twin is None or not isinstance(msg_id, str) or not msg_id or doc.get("v") != 1:
+            why = "unknown asset" if twin is None else "'v': 1 and a string 'id' are required"
+            self._refuse(kind, asset, why)
+            return
+        if kind == "desired":
+            errors = await self._apply_desired(asset, twin, doc)
+            applied = dict(twin.config)
+        else:
+            errors = await self._apply_command(asset, doc)
+            applied = {"command": doc.get("command"), "args": doc.get("args", {})}
+        for err in errors:
+            self.warn(f"{kind} {msg_id}: {err}", asset)
+        self._publish_applied(asset, msg_id, applied, errors)
+
+    def _refuse(self, kind: str, asset: str, why: str) -> None:
+        self.downlink_refused += 1
+        self.warn(f"{kind} message refused: {why}", asset)
+
+    async def _apply_desired(self, asset: str, twin: Twin, doc: Mapping[str, Any]) -> list[str]:
+        errors: list[str] = []
+        unknown = set(doc) - {"v", "id", "period", "thresholds"}
+        if unknown:
+            errors.append(f"unknown keys {sorted(unknown)}")
+        if "period" in doc:
+            try:
+                period = parse_duration(doc["period"], file="desired", key="period")
+                if not 0.1 <= period <= 86400:
+                    raise ValueError("period must be between 0.1 s and 1 day")
+            except ValueError as e:
+                errors.append(str(e))
+            else:
+                err = await self._command(asset, "set_period", {"period": period})
+                if err:
+                    errors.append(err)
+                else:
+                    twin.set_config("period", period)
+        if "thresholds" in doc:
+            errors += self._apply_thresholds(asset, twin, doc["thresholds"])
+        return errors
+
+    def _apply_thresholds(self, asset: str, twin: Twin, thresholds: Any) -> list[str]:
+        if not isinstance(thresholds, dict):
+            return ["thresholds: expected an object of name -> number"]
+        bad = [
+            k
+            for k, v in thresholds.items()
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
+        ]
+        if bad:
+            return [f"thresholds.{bad[0]}: expected a finite number"]
+        if self.detector is not None:
+            for name, value in thresholds.items():
+                try:
+                    self.detector.set_threshold(asset, float(value))
+                except (ValueError, KeyError) as e:
+                    return [f"thresholds.{name}: {e}"]
+        twin.set_config("thresholds", {**twin.config.get("thresholds", {}), **thresholds})
+        return []
+
+    async def _apply_command(self, asset: str, doc: Mapping[str, Any]) -> list[str]:
+        name, args = doc.get("command"), doc.get("args", {})
+        if not isinstance(name, str) or not isinstance(args, dict):
+            return ["expected 'command' (string) and 'args' (object)"]
+        err = await self._command(asset, name, args)
+        return [err] if err else []
+
+    async def _command(self, asset: str, name: str, args: Mapping[str, Any]) -> str | None:
+        source = self.sources.get(asset)
+        if source is None:
+            return f"device {asset} is not connected" if name != "set_period" else None
+        if not isinstance(source, Commandable):
+            return f"device {asset} takes no commands"
+        try:
+            async with asyncio.timeout(10):
+                await source.command(name, args)
+        except (ValueError, KeyError, TypeError, OSError, TimeoutError) as e:
+            return f"command {name} failed: {e or type(e).__name__}"
+        return None
+
+    def _publish_applied(
+        self, asset: str, msg_id: str, config: Mapping[str, Any], errors: list[str]
+    ) -> None:
+        if self.uplink is None:
+            return
+        doc = messages.applied(
+            self.site.gateway_id, self.outbox.session, time.time(), asset, msg_id, config, errors
+        )
+        self.uplink.publish_live(self.topics.applied(asset), messages.dumps(doc), retain=True)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def warn(self, msg: str, device: str = "") -> None:
+        log.warning("%s%s", f"{device}: " if device else "", msg)
+        entry = {"ts": time.time(), "level": "warning", "msg": msg, "device": device}
+        self.warnings.append(entry)
+        self.hub.publish(entry | {"type": "warning"})
+
+    def _buffer_state(self) -> dict[str, Any]:
+        box = self.outbox
+        return {
+            "rows": box.rows,
+            "bytes": box.size_bytes(),
+            "max_rows": box.max_rows,
+            "max_bytes": box.max_bytes,
+            "dropped": {"total": box.dropped_total, "by_asset": dict(box.dropped)},
+        }
+
+    def _models(self) -> dict[str, Any]:
+        if self.detector is None:
+            return {}
+        stats: dict[str, Any] = self.detector.stats()
+        return stats
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for the API, ``twinedge status`` and the demo's summary."""
+        uplink = (
+            self.uplink.stats()
+            if self.uplink
+            else {"state": "disabled", "backlog_rows": self.outbox.rows}
+        )
+        now = time.time()
+        return {
+            "gateway": {
+                "id": self.site.gateway_id,
+                "site": self.site.site,
+                "version": __version__,
+                "session": self.outbox.session,
+                "boot": self.outbox.boot,
+                "started_at": self.started_at,
+                "uptime_s": round(now - self.started_at, 3),
+            },
+            "uplink": uplink,
+            "buffer": self._buffer_state(),
+            "assets": {a: t.snapshot() for a, t in self.twins.items()},
+            "models": self._models(),
+            "warnings": list(self.warnings),
+            "readings": {
+                "in": self.readings_in,
+                "out": uplink.get("published_rows", 0),
+                "queued": self.queue.qsize(),
+            },
+            "downlink": {
+                "refused": self.downlink_refused
+                + (self.uplink.downlink_refused if self.uplink else 0)
+            },
+        }
+
+    def events(self) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
+        """A live subscription to readings, anomalies, liveness changes and warnings."""
+        return self.hub.subscribe()

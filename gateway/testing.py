@@ -1,0 +1,95 @@
+"""Helpers for tests and benchmarks that watch the feed: a recorder on a real broker.
+
+:class:`FeedRecorder` subscribes to a topic filter and keeps every message (topic, decoded JSON,
+retain flag); :meth:`FeedRecorder.wait_for` waits for a condition on what arrived, with a timeout,
+instead of sleeping a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+__all__ = ["FeedRecorder", "Received"]
+
+
+@dataclass(slots=True)
+class Received:
+    topic: str
+    doc: dict[str, Any]
+    retain: bool
+    raw: bytes
+
+
+class FeedRecorder:
+    """``async with FeedRecorder(url, "twinedge/v1/#") as rec: await rec.wait_for(pred)``."""
+
+    def __init__(self, url: str, topic_filter: str, *, protocol: str = "5") -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 1883
+        self.filter = topic_filter
+        self.protocol = protocol
+        self.received: list[Received] = []
+        self.undecodable: list[bytes] = []
+        self._changed = asyncio.Condition()
+        self._stack = AsyncExitStack()
+        self.client: aiomqtt.Client
+
+    async def __aenter__(self) -> Self:
+        version = (
+            aiomqtt.ProtocolVersion.V5 if self.protocol == "5" else aiomqtt.ProtocolVersion.V311
+        )
+        self.client = aiomqtt.Client(self.host, self.port, protocol=version)
+        await self._stack.enter_async_context(self.client)
+        await self.client.subscribe(self.filter, qos=1)
+        tg = await self._stack.enter_async_context(asyncio.TaskGroup())
+        self._task = tg.create_task(self._consume(), name="feed-recorder")
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._task.cancel()
+        await self._stack.aclose()
+
+    async def _consume(self) -> None:
+        async for m in self.client.messages:
+            raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                self.undecodable.append(raw)
+                continue
+            async with self._changed:
+                self.received.append(Received(str(m.topic), doc, bool(m.retain), raw))
+                self._changed.notify_all()
+
+    async def wait_for(
+        self, predicate: Callable[[list[Received]], bool], within: float = 15.0
+    ) -> list[Received]:
+        """Until ``predicate(received)`` is true; raises TimeoutError with what did arrive."""
+        try:
+            async with asyncio.timeout(within), self._changed:
+                await self._changed.wait_for(lambda: predicate(self.received))
+        except TimeoutError:
+            kinds = [r.doc.get("kind") for r in self.received[-20:]]
+            raise TimeoutError(f"condition not met; last kinds received: {kinds}") from None
+        return self.received
+
+    def of(self, kind: str) -> list[Received]:
+        return [r for r in self.received if r.doc.get("kind") == kind]
+
+    def reading_seqs(self) -> list[int]:
+        """Every reading seq received, duplicates included, in arrival order."""
+        return [row[0] for r in self.of("readings") for row in r.doc["rows"]]
+
+    async def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
+        await self.client.publish(topic, payload, qos=1, retain=retain)

@@ -1,0 +1,1 @@
+"""Hardware-in-the-loop system tests and the device emulators they (and the demo) use."""
