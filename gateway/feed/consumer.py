@@ -1,0 +1,166 @@
+"""The reference consumer's MQTT side: connect, subscribe, decode, hand batches to a handler.
+
+:class:`FeedClient` is an async context manager owning one aiomqtt connection and two tasks: the
+reader decodes each message (bad ones are counted and logged with their topic, never fatal) into
+a bounded queue; the writer takes everything queued at once as one batch, so a busy feed gets
+big batches (one SQLite transaction each) and a quiet one low latency. :func:`run_sink`
+materialises the feed into SQLite with :class:`~gateway.feed.store.TwinStore` and publishes the
+rebirth requests it returns; ``twinedge feed tail`` uses :meth:`FeedClient.messages` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import urlsplit
+
+import aiomqtt
+
+from gateway.errors import ConfigError, FrameError
+from gateway.feed.decode import FeedMessage, Validation, decode
+from gateway.feed.store import RebirthRequest, TwinStore
+
+__all__ = ["Broker", "FeedClient", "run_sink"]
+
+log = logging.getLogger("twinedge.feed")
+
+
+@dataclass(frozen=True, slots=True)
+class Broker:
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> Broker:
+        """``mqtt://host[:port]`` or ``mqtts://host[:port]``."""
+        parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ConfigError("--broker", "", "a URL such as mqtt://127.0.0.1:1883", url)
+        tls = parts.scheme == "mqtts"
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise ConfigError("--broker", "", "a valid port", url) from None
+        return cls(parts.hostname, port, tls)
+
+
+class FeedClient:
+    """``async with FeedClient(url, [filter]) as feed: async for batch in feed.batches(): ...``."""
+
+    def __init__(
+        self,
+        url: str,
+        filters: list[str],
+        *,
+        validation: Validation = "full",
+        client_id: str | None = None,
+        queue: int = 50_000,
+        max_batch: int = 5_000,
+    ) -> None:
+        self.broker = Broker.parse(url)
+        self.filters = filters
+        self.validation = validation
+        self.client_id = client_id or f"twinedge-feed-{uuid.uuid4().hex[:8]}"
+        self.max_batch = max_batch
+        self.bad = 0
+        self._queue: asyncio.Queue[FeedMessage] = asyncio.Queue(queue)
+        self._client: aiomqtt.Client | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        client = aiomqtt.Client(
+            self.broker.host,
+            self.broker.port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            tls_params=aiomqtt.TLSParameters() if self.broker.tls else None,
+            max_queued_incoming_messages=0,
+        )
+        try:
+            self._client = await self._stack.enter_async_context(client)
+        except aiomqtt.MqttError as e:
+            await self._stack.aclose()
+            raise ConfigError("--broker", "", "a reachable MQTT broker", str(e)) from None
+        for f in self.filters:
+            await self._client.subscribe(f, qos=1)
+        reader = asyncio.create_task(self._read(), name="feed-reader")
+        self._stack.push_async_callback(_cancel, reader)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _read(self) -> None:
+        assert self._client is not None
+        async for m in self._client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            try:
+                msg = decode(m.topic.value, payload, self.validation)
+            except FrameError as e:
+                self.bad += 1
+                log.warning("feed: bad message dropped: %s", e)
+                continue
+            await self._queue.put(msg)
+
+    async def messages(self) -> AsyncIterator[FeedMessage]:
+        while True:
+            yield await self._queue.get()
+
+    async def batches(self) -> AsyncIterator[list[FeedMessage]]:
+        """Everything queued so far as one batch (at least one message, at most max_batch)."""
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            yield batch
+
+    async def publish(self, request: RebirthRequest) -> None:
+        assert self._client is not None
+        await self._client.publish(request.topic, json.dumps(request.payload).encode(), qos=1)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+
+
+def default_filters(prefix: str = "twinedge/v1") -> list[str]:
+    """Everything the gateways publish under ``prefix`` (not the downlink topics)."""
+    leaves = ("status", "readings", "twin/+", "delta/+", "event/+", "applied/+")
+    return [f"{prefix}/+/+/{leaf}" for leaf in leaves]
+
+
+async def run_sink(
+    url: str,
+    db: Path,
+    *,
+    prefix: str = "twinedge/v1",
+    validation: Validation = "full",
+    share: str | None = None,
+    on_batch: Callable[[TwinStore], None] | None = None,
+) -> None:
+    """Materialise the feed into ``db`` until cancelled. ``share`` joins a shared subscription."""
+    filters = default_filters(prefix)
+    if share:
+        filters = [f"$share/{share}/{f}" for f in filters]
+    with TwinStore(db) as store:
+        async with FeedClient(url, filters, validation=validation) as feed:
+            async for batch in feed.batches():
+                for req in store.apply(batch):
+                    await feed.publish(req)
+                if on_batch is not None:
+                    on_batch(store)
