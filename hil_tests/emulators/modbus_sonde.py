@@ -38,25 +38,20 @@ import math
 import os
 import random
 import signal
-import tempfile
 import time
 import tty
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
+from gateway.commands.scan import pty_link_dir
 from gateway.profiles import Profile, load_profile
 from gateway.sources.modbus import RegisterSpec, register_map
 
-__all__ = ["ModbusSonde", "WaterModel", "pty_link_dir"]
+__all__ = ["ModbusSonde", "WaterModel"]
 
 _names = itertools.count(1)
-
-
-def pty_link_dir() -> Path:
-    """Where emulators put the symlinks to their ttys (``twinedge scan`` looks there too)."""
-    return Path(tempfile.gettempdir()) / f"twinedge-{os.getuid()}"
 
 
 class WaterModel:
@@ -115,7 +110,7 @@ def _to_registers(reg: RegisterSpec, value: float) -> list[int]:
             (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if reg.type[0] == "i" else (0, 2**bits - 1)
         )
         raw = min(max(round(raw), low), high) if math.isfinite(raw) else 0
-    word_order = "little" if reg.order in ("CDAB", "DCBA") else "big"
+    word_order: Literal["big", "little"] = "little" if reg.order in ("CDAB", "DCBA") else "big"
     words = M.convert_to_registers(raw, dtype, word_order=word_order)
     if reg.order in ("BA", "BADC", "DCBA"):
         words = [((w & 0xFF) << 8) | (w >> 8) for w in words]
