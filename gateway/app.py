@@ -83,7 +83,12 @@ class Gateway:
     @staticmethod
     def _new_twin(a: AssetConfig) -> Twin:
         profile = a.profile
-        period = a.period or (profile.period if profile else None)
+        spec_period = a.source.param("period")
+        period = (
+            a.period
+            or (parse_duration(spec_period, file=a.source.raw) if spec_period else None)
+            or (profile.period if profile else None)
+        )
         return Twin(
             a.id,
             category=a.category,
@@ -357,7 +362,7 @@ class Gateway:
     async def _on_downlink(self, kind: str, asset: str, payload: bytes) -> None:
         twin = self.twins.get(asset)
         try:
-            doc = json.loads(payload)
+            doc = json.loads(payload.decode("utf-8"))  # strictly UTF-8: no encoding sniffing
             if not isinstance(doc, dict):
                 raise ValueError("expected a JSON object")
         except ValueError as e:

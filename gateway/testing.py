@@ -17,6 +17,8 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 __all__ = ["FeedRecorder", "Received"]
 
@@ -32,11 +34,22 @@ class Received:
 class FeedRecorder:
     """``async with FeedRecorder(url, "twinedge/v1/#") as rec: await rec.wait_for(pred)``."""
 
-    def __init__(self, url: str, topic_filter: str, *, protocol: str = "5") -> None:
+    def __init__(
+        self,
+        url: str,
+        topic_filter: str,
+        *,
+        protocol: str = "5",
+        identifier: str | None = None,
+        persistent: bool = False,
+    ) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 1883
         self.filter = topic_filter
         self.protocol = protocol
+        self.identifier = identifier
+        self.persistent = persistent  # keep the session (and queued messages) across reconnects
+        self.disconnected = False
         self.received: list[Received] = []
         self.undecodable: list[bytes] = []
         self._changed = asyncio.Condition()
@@ -47,7 +60,16 @@ class FeedRecorder:
         version = (
             aiomqtt.ProtocolVersion.V5 if self.protocol == "5" else aiomqtt.ProtocolVersion.V311
         )
-        self.client = aiomqtt.Client(self.host, self.port, protocol=version)
+        v5 = self.protocol == "5"
+        self.client = aiomqtt.Client(
+            self.host,
+            self.port,
+            protocol=version,
+            identifier=self.identifier,
+            clean_session=None if v5 else not self.persistent,
+            clean_start=(not self.persistent) if v5 else 3,
+            properties=_session_expiry(3600) if v5 and self.persistent else None,
+        )
         await self._stack.enter_async_context(self.client)
         await self.client.subscribe(self.filter, qos=1)
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
@@ -58,14 +80,25 @@ class FeedRecorder:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._task.cancel()
-        await self._stack.aclose()
+        try:
+            await self._stack.aclose()
+        except* aiomqtt.MqttError:
+            pass  # already disconnected
 
     async def _consume(self) -> None:
+        try:
+            await self._read()
+        except aiomqtt.MqttError:
+            self.disconnected = True  # the broker went away; what arrived so far is kept
+
+    async def _read(self) -> None:
         async for m in self.client.messages:
             raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
             try:
                 doc = json.loads(raw)
             except ValueError:
+                doc = None
+            if not isinstance(doc, dict):
                 self.undecodable.append(raw)
                 continue
             async with self._changed:
@@ -93,3 +126,9 @@ class FeedRecorder:
 
     async def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         await self.client.publish(topic, payload, qos=1, retain=retain)
+
+
+def _session_expiry(seconds: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = seconds
+    return props

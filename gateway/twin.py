@@ -104,18 +104,21 @@ class Twin:
     def observe(self, r: Reading, mono: float) -> None:
         """Take a reading into the state; the device is alive as of ``mono``."""
         self._last_seen_mono = mono
-        q = {
+        # absent fields are left out, never null: null deletes in a merge patch
+        q: dict[str, Any] = {
             "value": r.value,
             "unit": r.unit,
             "quality": str(r.quality),
-            "observed_at": r.observed_at,
             "received_at": r.received_at,
-            "score": r.score,
         }
+        if r.observed_at is not None:
+            q["observed_at"] = r.observed_at
+        if r.score is not None:
+            q["score"] = r.score
         self._set(("state", r.quantity), q)
         if not self._state["liveness"]["online"]:
             self._set(("liveness", "online"), True)
-        self._state["liveness"]["last_seen"] = r.received_at  # kept fresh in full state only
+        self._set(("liveness", "last_seen"), r.received_at)
 
     def check_liveness(self, mono: float) -> bool:
         """Go offline when silent for longer than ``stale_after``; True if that just happened."""

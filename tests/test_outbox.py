@@ -1,0 +1,123 @@
+"""The durable outbox: commit before acknowledge, delete only on ack, seqs never reused,
+bounded with counted drops, survives kill -9, moves a corrupt file aside."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gateway.outbox import KIND_EVENT, KIND_READING, Outbox, StoreError
+from gateway.readings import Quality, Reading
+
+
+def readings(n: int, asset: str = "a1", start: float = 1000.0) -> list[Reading]:
+    return [
+        Reading(asset, "temperature", 10.0 + i, "CEL", start + i, start + i - 0.5, seq=i)
+        for i in range(n)
+    ]
+
+
+async def test_append_peek_ack(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "s.db") as box:
+        last = await box.append(readings(5), [("a1", {"type": "anomaly", "score": 0.9})])
+        assert last == 6 and box.rows == 6
+        rows = await box.peek(0, 100)
+        assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
+        assert rows[0][1:10] == (KIND_READING, "a1", "temperature", 10.0, "CEL", 999.5, 1000.0,
+                                 "good", None)  # fmt: skip
+        assert rows[5][1] == KIND_EVENT and '"anomaly"' in (rows[5][10] or "")
+        assert [r[0] for r in await box.peek(3, 2)] == [4, 5]
+        assert await box.ack(1, 3) == 3
+        assert [r[0] for r in await box.peek(0, 100)] == [4, 5, 6]
+        assert box.rows == 3
+
+
+async def test_seq_never_reused_and_session_kept(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with Outbox(path) as box:
+        await box.append(readings(10))
+        await box.ack(1, 10)  # empty now
+        session, boot = box.session, box.boot
+    async with Outbox(path) as box:
+        assert box.session == session and box.boot == boot + 1
+        assert box.rows == 0
+        assert await box.append(readings(1)) == 11  # never 1 again: keys stay unique
+
+
+async def test_bounded_drops_oldest_readings_first_and_counts(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "s.db", max_rows=1000) as box:
+        await box.append([], [("a1", {"type": "anomaly"})])  # seq 1: an event
+        await box.append(readings(600, "a1"))
+        await box.append(readings(600, "a2"))
+        assert box.rows <= 1000
+        kept = await box.peek(0, 2000)
+        assert kept[0][0] == 1 and kept[0][1] == KIND_EVENT  # events go last
+        assert box.dropped["a1"] > 0 and "a2" not in box.dropped
+        assert box.rows + box.dropped_total == 1201
+        # the counts are in the store: they survive a restart
+        dropped = dict(box.dropped)
+    async with Outbox(tmp_path / "s.db", max_rows=1000) as box:
+        assert box.dropped == dropped
+
+
+async def test_crash_between_insert_and_ack_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    child = textwrap.dedent(f"""
+        import asyncio, sys, time
+        from gateway.outbox import Outbox
+        from gateway.readings import Reading
+        async def main():
+            box = await Outbox({str(path)!r}, synchronous="full").__aenter__()
+            rows = [Reading("a1", "t", float(i), "CEL", time.time(), seq=i) for i in range(500)]
+            last = await box.append(rows)
+            print(last, flush=True)  # committed: the source may now be acknowledged
+            await asyncio.Event().wait()  # ... and the process dies before any PUBACK
+        asyncio.run(main())
+    """)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", child, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        line = await proc.stdout.readline()
+    assert int(line) == 500
+    os.kill(proc.pid, signal.SIGKILL)
+    await proc.wait()
+    async with Outbox(path) as box:
+        rows = await box.peek(0, 1000)
+        assert [r[0] for r in rows] == list(range(1, 501))
+        assert [r[4] for r in rows] == [float(i) for i in range(500)]
+        assert await box.append(readings(1)) == 501
+
+
+async def test_corrupt_store_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(b"this is not a database" * 500)
+    async with Outbox(path) as box:
+        assert box.recovered_from is not None and box.recovered_from.exists()
+        assert box.recovered_from.read_bytes().startswith(b"this is not")
+        assert await box.append(readings(2)) == 2
+
+
+async def test_store_error_when_file_cannot_be_written(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "s.db") as box:
+        await box.append(readings(3))
+        box._db.execute("PRAGMA query_only = 1")  # fault injection: the store refuses writes
+        with pytest.raises(StoreError):
+            await box.append(readings(1))
+        box._db.execute("PRAGMA query_only = 0")
+        assert await box.append([Reading("a1", "t", 1.0, "CEL", 1.0, quality=Quality.SUSPECT)])
+
+
+async def test_twin_snapshots_round_trip(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "s.db") as box:
+        await box.save_twins({"a1": (7, {"revision": 7, "state": {}})})
+        await box.save_twins({"a1": (8, {"revision": 8, "state": {"t": {"value": 1}}})})
+    async with Outbox(tmp_path / "s.db") as box:
+        assert await box.load_twins() == {"a1": {"revision": 8, "state": {"t": {"value": 1}}}}
