@@ -336,6 +336,8 @@ class ApiServer:
                 self.stats.sse_slow_disconnects += 1
                 log.warning("api: dropped a live-events client that stopped reading")
                 return
+            except ConnectionResetError:
+                return  # the client went away (closed the page, lost the network)
 
     async def record_history(self) -> None:
         """Keep recent reading values for the sparklines; resubscribe if the feed fails."""

@@ -259,3 +259,16 @@ async def test_port_in_use_is_a_clear_config_error(api: ApiServer, hub: Hub) -> 
     with pytest.raises(ConfigError, match="listen"):
         async with serve_api(status=snapshot, events=hub.events, port=api.port):
             pass
+
+
+async def test_a_client_leaving_mid_stream_is_no_error(api, hub: Hub, http, caplog) -> None:
+    resp = await http.get(f"{api.url}api/events")
+    await hub.wait_subscribers(2)
+    hub.publish({"type": "warning", "msg": "first", "device": "wq-1"})
+    assert (await read_sse(resp, 1))[0][1]["msg"] == "first"
+    resp.close()  # the browser tab is closed
+    async with asyncio.timeout(5):
+        while api.stats.sse_clients:  # the next write finds the closed socket
+            hub.publish({"type": "warning", "msg": "after", "device": "wq-1"})
+            await asyncio.sleep(0.01)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
