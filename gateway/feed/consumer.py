@@ -152,13 +152,17 @@ async def run_sink(
     validation: Validation = "full",
     share: str | None = None,
     on_batch: Callable[[TwinStore], None] | None = None,
+    ready: asyncio.Event | None = None,
 ) -> None:
-    """Materialise the feed into ``db`` until cancelled. ``share`` joins a shared subscription."""
+    """Materialise the feed into ``db`` until cancelled. ``share`` joins a shared subscription;
+    ``ready`` is set once subscribed; ``on_batch`` sees the store after every batch."""
     filters = default_filters(prefix)
     if share:
         filters = [f"$share/{share}/{f}" for f in filters]
     with TwinStore(db) as store:
         async with FeedClient(url, filters, validation=validation) as feed:
+            if ready is not None:
+                ready.set()
             async for batch in feed.batches():
                 for req in store.apply(batch):
                     await feed.publish(req)
