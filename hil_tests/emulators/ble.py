@@ -209,11 +209,13 @@ class EmulatedStreetlight(_Peripheral):
 class EmulatedCounter(_Peripheral):
     """A pedestrian counter broadcasting counter adverts."""
 
-    def __init__(self, radio: BleRadio, node_id: int, period: float, seed: int) -> None:
+    def __init__(
+        self, radio: BleRadio, node_id: int, period: float, seed: int, busyness: float = 1.0
+    ) -> None:
         super().__init__(radio, bp.device_id(node_id), _address(0xD, node_id))
         self.node_id = node_id
         self.period = period
-        self.sim = CounterSim(seed, time.time())
+        self.sim = CounterSim(seed, time.time(), busyness)
         self.boot = 1
         self.seq = 0
         self.count_in = 0
@@ -224,8 +226,17 @@ class EmulatedCounter(_Peripheral):
         self.bad_values = 0
         self.skip = 0
         self.stuck = False
-        self.sent: list[tuple[int, int, int]] = []  # (seq, delta in, delta out) actually sent
+        self.sent: list[int] = []  # sequence numbers actually broadcast
+        self.totals: dict[tuple[int, int], tuple[int, int]] = {}  # (boot, seq) -> (in, out)
         self.adverts = 0
+        self.updates = 0
+        self._updated = asyncio.Condition()
+
+    async def wait_updates(self, n: int) -> None:
+        """Wait until the counter has gone through ``n`` more update periods."""
+        target = self.updates + n
+        async with self._updated:
+            await self._updated.wait_for(lambda: self.updates >= target)
 
     def reboot(self) -> None:
         self.boot = (self.boot + 1) & 0xFF
@@ -245,10 +256,11 @@ class EmulatedCounter(_Peripheral):
         self.count_out = (self.count_out + d_out) & 0xFFFF
         if "battery" in s:
             self.battery = max(0, min(100, int(s["battery"])))
+        self.totals[(self.boot, self.seq)] = (self.count_in, self.count_out)
         if self.skip > 0:
             self.skip -= 1
             return None
-        self.sent.append((self.seq, d_in, d_out))
+        self.sent.append(self.seq)
         return self._payload()
 
     def _payload(self) -> bytes:
@@ -295,8 +307,11 @@ class EmulatedCounter(_Peripheral):
             next_at += self.period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             adv = self.next_advert(time.time())
-            if adv is not None:
+            if adv is not None and self.present:
                 await self._set_data(adv)
+            async with self._updated:
+                self.updates += 1
+                self._updated.notify_all()
 
 
 class BleRadio:
@@ -354,11 +369,11 @@ class BleRadio:
         return light
 
     async def add_counter(
-        self, node_id: int, *, period: float = 1.0, seed: int | None = None
+        self, node_id: int, *, period: float = 1.0, seed: int | None = None, busyness: float = 1.0
     ) -> EmulatedCounter:
-        counter = EmulatedCounter(
-            self, node_id, period, self.seed * 100000 + node_id if seed is None else seed
-        )
+        """A counter; ``busyness`` scales the street's flow (1.0: up to ~900 people/hour)."""
+        seed = self.seed * 100000 + node_id if seed is None else seed
+        counter = EmulatedCounter(self, node_id, period, seed, busyness)
         self.counters[node_id] = counter
         await counter.start()
         return counter
