@@ -30,6 +30,7 @@ import asyncio
 import logging
 import os
 import struct
+import termios
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -285,7 +286,12 @@ class ModbusSource:
             reconnect_delay=0,  # the supervisor reopens the source; no hidden reconnect loop
             name=self.device,
         )
-        if not await client.connect():
+        try:
+            connected = await client.connect()
+        except (OSError, ValueError, termios.error) as e:  # the port refused the line settings
+            client.close()
+            raise SourceError(self.device, f"cannot open serial port: {e}") from None
+        if not connected:
             client.close()
             raise SourceError(self.device, "cannot open serial port")
         self._client = client

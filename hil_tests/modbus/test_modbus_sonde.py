@@ -228,3 +228,10 @@ async def test_hot_plug_under_the_supervisor(sonde: ModbusSonde) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_line_settings_the_port_refuses_are_a_source_error(sonde: ModbusSonde) -> None:
+    """A pty cannot carry parity, as some USB adapters cannot: a SourceError, not a crash."""
+    with pytest.raises(SourceError, match="cannot open serial port"):
+        async with open_source(f"modbus:{sonde.port_path}?parity=E", context()):
+            pass
