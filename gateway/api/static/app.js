@@ -96,7 +96,8 @@ function deviceCard(id, twin) {
       el("td", {}, el("span", {class: "badge " + quality}, quality)),
       el("td", {class: "s"}, sparkline((history[id] || {})[q]))));
   }
-  card.append(el("table", {class: "q"}, rows));
+  if (rows.children.length) card.append(el("table", {class: "q"}, rows));
+  else card.append(el("p", {class: "small empty"}, "no readings yet"));
   const c = dev.counters || {};
   const counter = (label, key) => el("span", {}, label + " ",
     el("b", {class: c[key] ? "bad" : ""}, c[key] === undefined ? "–" : c[key]));
@@ -147,6 +148,9 @@ function renderModels() {
     body.append(el("tr", {}, el("td", {}, name), el("td", {}, m.version || ""),
       el("td", {}, m.mode || ""), el("td", {}, num(m.scored))));
   }
+  if (!body.children.length) {
+    body.append(el("tr", {}, el("td", {colspan: "4", class: "small"}, "no models loaded")));
+  }
 }
 
 function renderWarnings() {
@@ -156,6 +160,7 @@ function renderWarnings() {
     list.append(el("li", {class: "level-" + (w.level || "warning")},
       `${when} ${w.device ? w.device + ": " : ""}${w.msg || ""}`));
   }
+  if (!list.children.length) list.append(el("li", {class: "none"}, "no warnings"));
 }
 
 function renderAll() {

@@ -1,0 +1,177 @@
+"""The status page end to end: the real demo (gateway, emulated devices, mosquitto) in its own
+process, the page in Debian's headless Chromium driven by Playwright.
+
+Set ``TWINEDGE_SCREENSHOTS=docs/img`` to refresh the screenshots in the docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.broker import MosquittoProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STALE_AFTER_S = 2.0
+DEMO_ASSETS = ("wq-harbour", "wq-canal", "light-quay-1", "light-quay-2", "ped-bridge", "ped-square")
+REPORTING = ("light-quay-1", "light-quay-2", "ped-bridge", "ped-square")
+SILENCED = "light-quay-2"
+
+
+@pytest.fixture
+async def demo(broker: MosquittoProcess, tmp_path: Path) -> AsyncIterator[str]:
+    """``twinedge demo`` against the test's mosquitto, serving the page; yields its URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "demo",
+        "--json",
+        "--broker",
+        broker.url,
+        "--api",
+        "127.0.0.1:0",
+        "--period",
+        "0.5s",
+        "--stale-after",
+        f"{STALE_AFTER_S}s",
+        "--workdir",
+        str(tmp_path / "demo"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while line := (await proc.stderr.readline()).decode():
+                if line.startswith("status page: "):
+                    break
+        assert line, "the demo ended before it printed the status page URL"
+        drain = asyncio.create_task(proc.stderr.read())  # keep the pipe from filling
+        yield line.removeprefix("status page: ").strip()
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # graceful: the demo flushes and stops
+            async with asyncio.timeout(20):
+                await proc.wait()
+        if "drain" in locals():
+            await drain
+    assert proc.returncode == 0
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def stop_reporting(broker: MosquittoProcess, asset: str) -> None:
+    """Ask the device over the downlink to report only every 10 minutes: it goes silent."""
+    import aiomqtt
+
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="browser-test") as client:
+        doc = {"v": 1, "id": "slow-down-1", "period": "600s"}
+        await client.publish(f"twinedge/v1/harbour/gw-demo/desired/{asset}", json.dumps(doc), qos=1)
+
+
+async def test_page_shows_devices_updates_live_and_marks_a_silent_device_stale(
+    demo: str, browser: object, broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    from playwright.async_api import Browser, expect
+
+    assert isinstance(browser, Browser)
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    offline_requests: list[str] = []
+    context.on(
+        "request", lambda r: None if r.url.startswith(demo) else offline_requests.append(r.url)
+    )
+    page = await context.new_page()
+    await page.goto(demo)
+
+    # every device of the demo, online, with readings and units
+    await expect(page.locator(".device")).to_have_count(len(DEMO_ASSETS), timeout=15_000)
+    for asset in REPORTING:
+        card = page.locator(f'.device[data-asset="{asset}"]')
+        await expect(card).to_have_attribute("data-online", "true", timeout=15_000)
+    watts = page.locator('.device[data-asset="light-quay-1"] tr[data-quantity="power"] td.v')
+    await expect(watts).to_contain_text(" W", timeout=15_000)
+    people = page.locator('.device[data-asset="ped-bridge"] tr[data-quantity="count_in"] td.v')
+    await expect(people).to_contain_text("persons", timeout=15_000)
+    await expect(page.locator("#live")).to_have_text("live")
+    await expect(page.locator("#uplink-state")).to_have_text("connected")
+
+    # live updates without a reload: a marker on window survives while values change
+    await page.evaluate("window.__noReload = true")
+    power = page.locator('.device[data-asset="light-quay-1"] tr[data-quantity="power"] td.v')
+    before = await power.text_content()
+    await page.wait_for_function(
+        "([sel, old]) => document.querySelector(sel)?.textContent !== old",
+        arg=['.device[data-asset="light-quay-1"] tr[data-quantity="power"] td.v', before],
+        timeout=15_000,
+    )
+    spark = page.locator('.device[data-asset="light-quay-1"] tr[data-quantity="power"] polyline')
+    await expect(spark).to_have_count(1, timeout=15_000)  # a sparkline once there are 2 points
+    assert await page.evaluate("window.__noReload") is True
+
+    await shoot(page, tmp_path, "status-page-desktop.png")
+    phone = await context.new_page()
+    await phone.set_viewport_size({"width": 390, "height": 844})
+    await phone.goto(demo)
+    await expect(phone.locator(".device")).to_have_count(len(DEMO_ASSETS), timeout=15_000)
+    width = await phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"
+    await shoot(phone, tmp_path, "status-page-phone.png")
+
+    # a device that stops reporting turns stale on the open page, without a reload
+    stale_before = len(DEMO_ASSETS) - await page.locator('.device[data-online="true"]').count()
+    await stop_reporting(broker, SILENCED)
+    silent = page.locator(f'.device[data-asset="{SILENCED}"]')
+    await expect(silent).to_have_attribute("data-online", "false", timeout=15_000)
+    await expect(silent.locator(".head .badge")).to_have_text("stale")
+    await expect(silent.locator("td .badge").first).to_have_text("stale")  # values are history
+    await expect(page.locator('.device[data-asset="light-quay-1"]')).to_have_attribute(
+        "data-online", "true"
+    )
+    await expect(page.locator("#devices-detail")).to_have_text(f"{stale_before + 1} stale")
+    assert await page.evaluate("window.__noReload") is True
+    await shoot(page, tmp_path, "status-page-stale.png")
+    assert offline_requests == [], "the page fetched something from outside the gateway"
+    await context.close()
+
+
+async def shoot(page: object, tmp_path: Path, name: str) -> None:
+    from playwright.async_api import Page
+
+    assert isinstance(page, Page)
+    path = tmp_path / name
+    await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000
+    target = os.environ.get("TWINEDGE_SCREENSHOTS")
+    if target:
+        shutil.copy(path, Path(target) / name)
