@@ -35,6 +35,13 @@ def add_parser(sub: Any) -> None:
     )
     _connection_args(status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    status.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep trying this long while the gateway is not up yet (after a start or reboot)",
+    )
     status.set_defaults(func=run_status)
 
     tail = sub.add_parser(
@@ -103,15 +110,33 @@ def _check(status: int, endpoint: str) -> None:
         raise TwinedgeError(f"{endpoint}: the gateway answered HTTP {status}")
 
 
+class _Unreachable(TwinedgeError):
+    """No HTTP answer at all (as opposed to a refusal or an error page)."""
+
+
 def _unreachable(url: str, e: BaseException) -> TwinedgeError:
     why = str(e) or type(e).__name__
-    return TwinedgeError(
+    return _Unreachable(
         f"cannot reach the gateway at {url} ({why}): is `twinedge run` running, and is --url right?"
     )
 
 
+async def _fetch_status_waiting(url: str, token: str | None, wait_s: float) -> dict[str, Any]:
+    """:func:`_fetch_status`, retried with backoff while the gateway is unreachable."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.1
+    while True:
+        try:
+            return await _fetch_status(url, token)
+        except _Unreachable:
+            if time.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)  # backoff between connection attempts
+            delay = min(delay * 2, 2.0)
+
+
 def run_status(args: argparse.Namespace) -> int:
-    snap = asyncio.run(_fetch_status(args.url, args.token))
+    snap = asyncio.run(_fetch_status_waiting(args.url, args.token, args.wait))
     if args.json:
         json.dump(snap, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")

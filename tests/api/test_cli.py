@@ -183,3 +183,16 @@ def test_format_event_covers_every_kind() -> None:
     assert format_event({"type": "liveness", "asset": "c-1", "online": True, "ts": 0}).endswith(
         "c-1 online"
     )
+
+
+async def test_status_wait_rides_out_a_gateway_that_is_still_starting() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await twinedge("status", "--url", f"http://127.0.0.1:{port}", "--wait", "20")
+    hub, snap = Hub(), snapshot()
+    async with serve_api(status=lambda: snap, events=hub.events, port=port):
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "gw-test" in out.decode()
