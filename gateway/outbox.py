@@ -2,13 +2,14 @@
 
 Contract (docs/durability.md): :meth:`Outbox.append` returns only after the readings are committed;
 rows leave only through :meth:`Outbox.ack`, which the uplink calls after the broker's PUBACK. Every
-row gets a ``seq`` from an AUTOINCREMENT key, never reused within a store, so (gateway, session,
-seq) identifies a reading across crashes and resends. The store is bounded by rows and bytes;
-when full, the oldest routine readings are dropped first, events last, and every drop is counted
-per asset in the store itself.
+reading and event gets a ``seq`` from a counter kept in the store and never reused, so
+(gateway, session, seq) identifies it across crashes and resends. The store is bounded by
+readings and bytes; when full, the oldest routine readings are dropped first, events last, and
+every drop is counted per asset in the store itself.
 
-All SQLite work runs on one dedicated thread (blocking fsyncs never stall the event loop) and is
-batched: one transaction per append, one SELECT per peek, one DELETE per ack.
+Each append is one stored batch: its readings are encoded once, as the feed's JSON rows, so a
+publish is a concatenation and an ack deletes one SQLite row per batch, not one per reading. All
+SQLite work runs on one dedicated thread, so blocking fsyncs never stall the event loop.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -29,47 +32,59 @@ from typing import Any, Self, TypeVar
 from gateway.errors import TwinedgeError
 from gateway.readings import Reading
 
-__all__ = ["KIND_EVENT", "KIND_READING", "Outbox", "Row", "StoreError"]
+__all__ = ["KIND_EVENT", "KIND_READINGS", "Batch", "Outbox", "StoreError", "encode_rows"]
 
 log = logging.getLogger("twinedge.outbox")
 T = TypeVar("T")
 
-KIND_READING = 0
+KIND_READINGS = 0
 KIND_EVENT = 1
 
-#: (seq, kind, asset, quantity, value, unit, observed_at, received_at, quality, score, body)
-Row = tuple[
-    int,
-    int,
-    str,
-    str | None,
-    float | None,
-    str | None,
-    float | None,
-    float,
-    str | None,
-    float | None,
-    str | None,
-]
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One stored batch: readings (``body`` = JSON rows joined by commas) or one event."""
+
+    id: int
+    kind: int
+    first_seq: int
+    last_seq: int
+    count: int
+    received_at: float  # the oldest receive time in the batch
+    asset: str  # the event's asset ("" for readings)
+    body: str
+
+
+def _ms(t: float | None) -> float | None:
+    return None if t is None else round(t, 3)
+
+
+def encode_rows(readings: Sequence[Reading], first_seq: int) -> str:
+    """The feed's reading rows (messages.READING_COLUMNS order) as JSON, without the brackets."""
+    rows = [
+        (first_seq + i, r.asset, r.quantity, r.value if r.value == r.value else None, r.unit,
+         _ms(r.observed_at), _ms(r.received_at), r.quality.value,
+         None if r.score is None else round(r.score, 4))
+        for i, r in enumerate(readings)
+    ]  # fmt: skip
+    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)[1:-1]
+
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     (
         "0001_outbox",
         """
         CREATE TABLE outbox (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
             kind INTEGER NOT NULL,
-            asset TEXT NOT NULL,
-            quantity TEXT,
-            value REAL,
-            unit TEXT,
-            observed_at REAL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            count INTEGER NOT NULL,
             received_at REAL NOT NULL,
-            quality TEXT,
-            score REAL,
-            body TEXT
+            asset TEXT NOT NULL,
+            assets TEXT NOT NULL,
+            body TEXT NOT NULL
         );
-        CREATE INDEX outbox_events ON outbox(seq) WHERE kind = 1;
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE drops (asset TEXT PRIMARY KEY, count INTEGER NOT NULL);
         """,
@@ -107,6 +122,7 @@ class Outbox:
         self.dropped: dict[str, int] = {}
         self.dropped_unstored = 0  # rows refused because the disk was full (never stored)
         self.recovered_from: Path | None = None  # set when a corrupt file was moved aside
+        self.next_seq = 1
         self._db: sqlite3.Connection | None = None
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="twinedge-store")
         self._page_size = 4096
@@ -137,14 +153,14 @@ class Outbox:
         with self._atomic():
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             if "session" not in meta:
-                meta["session"] = uuid.uuid4().hex[:12]
-                meta["created_at"] = str(time.time())
-                db.execute("INSERT INTO meta VALUES ('session', ?)", (meta["session"],))
-                db.execute("INSERT INTO meta VALUES ('created_at', ?)", (meta["created_at"],))
+                meta.update(session=uuid.uuid4().hex[:12], created_at=str(time.time()))
+                meta["next_seq"] = "1"
             self.boot = int(meta.get("boot", "0")) + 1
-            db.execute("INSERT OR REPLACE INTO meta VALUES ('boot', ?)", (str(self.boot),))
+            meta["boot"] = str(self.boot)
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
         self.session = meta["session"]
-        self.rows = db.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        self.next_seq = int(meta["next_seq"])
+        self.rows = db.execute("SELECT coalesce(sum(count), 0) FROM outbox").fetchone()[0]
         self.dropped = dict(db.execute("SELECT asset, count FROM drops").fetchall())
         self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
 
@@ -222,59 +238,59 @@ class Outbox:
         """
         if not readings and not events:
             return 0
-        rows: list[tuple[Any, ...]] = [
-            (
-                KIND_READING,
-                r.asset,
-                r.quantity,
-                r.value,
-                r.unit,
-                r.observed_at,
-                r.received_at,
-                r.quality.value,
-                r.score,
-                None,
-            )
-            for r in readings
-        ]
-        now = time.time()
-        rows += [
-            (KIND_EVENT, asset, None, None, None, None, now, None, None, json.dumps(body))
-            for asset, body in events
-        ]
-        return await self._run(self._append, rows)
+        return await self._run(self._append, list(readings), list(events))
 
-    def _append(self, rows: list[tuple[Any, ...]]) -> int:
+    def _append(self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]]) -> int:
         try:
-            return self._insert(rows)
+            return self._insert(readings, events)
         except sqlite3.OperationalError as e:
             if "full" not in str(e):
                 raise StoreError(f"store write failed: {e}") from e
-        # Disk full: make room by policy (drop oldest readings) and try once more.
+        # Disk full: make room by policy (drop the oldest readings) and try once more.
         log.error("store %s: disk full, dropping the oldest readings to make room", self.path)
+        n = len(readings) + len(events)
         try:
             with self._atomic() as db:
-                self._drop(db, max(len(rows), self.rows // 10), KIND_READING)
-            return self._insert(rows)
+                self._drop(db, max(n, self.rows // 10), KIND_READINGS)
+            return self._insert(readings, events)
         except sqlite3.OperationalError as e:
-            self.dropped_unstored += len(rows)
-            raise StoreError(f"store full, {len(rows)} rows not stored: {e}") from e
+            self.dropped_unstored += n
+            raise StoreError(f"store full, {n} readings/events not stored: {e}") from e
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> int:
+    def _insert(self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]]) -> int:
+        seq = self.next_seq
+        rows: list[tuple[Any, ...]] = []
+        if readings:
+            n = len(readings)
+            assets = json.dumps(Counter(r.asset for r in readings))
+            oldest = min(r.received_at for r in readings)
+            rows.append((KIND_READINGS, seq, seq + n - 1, n, oldest, "", assets,
+                         encode_rows(readings, seq)))  # fmt: skip
+            seq += n
+        now = time.time()
+        for asset, body in events:
+            rows.append((KIND_EVENT, seq, seq, 1, now, asset, json.dumps({asset: 1}),
+                         json.dumps(body, separators=(",", ":"))))  # fmt: skip
+            seq += 1
+        count = seq - self.next_seq
         with self._atomic() as db:
-            excess = self.rows + len(rows) - self.max_rows
-            if excess > 0:
-                self._drop(db, excess + self.max_rows // 100, KIND_READING)
-            elif self._bytes(db) > self.max_bytes:
-                self._drop(db, max(len(rows), self.rows // 100), KIND_READING)
-            cur = db.executemany(
-                "INSERT INTO outbox (kind, asset, quantity, value, unit, observed_at, received_at,"
-                " quality, score, body) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            self._make_room(db, count)
+            db.executemany(
+                "INSERT INTO outbox (kind, first_seq, last_seq, count, received_at, asset, assets,"
+                " body) VALUES (?,?,?,?,?,?,?,?)",
                 rows,
             )
-            last: int = db.execute("SELECT last_insert_rowid()").fetchone()[0]
-        self.rows += cur.rowcount
-        return last
+            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),))
+        self.next_seq = seq
+        self.rows += count
+        return seq - 1
+
+    def _make_room(self, db: sqlite3.Connection, incoming: int) -> None:
+        excess = self.rows + incoming - self.max_rows
+        if excess > 0:
+            self._drop(db, excess + self.max_rows // 100, KIND_READINGS)
+        elif self._bytes(db) > self.max_bytes:
+            self._drop(db, max(incoming, self.rows // 100), KIND_READINGS)
 
     def _bytes(self, db: sqlite3.Connection) -> int:
         used = db.execute("PRAGMA page_count").fetchone()[0]
@@ -282,53 +298,68 @@ class Outbox:
         return int((used - free) * self._page_size)
 
     def _drop(self, db: sqlite3.Connection, n: int, kind: int) -> None:
-        """Drop the ``n`` oldest rows of ``kind`` (events only once no readings are left)."""
-        pick = "SELECT seq FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?"
-        counts = db.execute(
-            f"SELECT asset, count(*) FROM outbox WHERE seq IN ({pick}) GROUP BY asset", (kind, n)
-        ).fetchall()
-        gone = db.execute(f"DELETE FROM outbox WHERE seq IN ({pick})", (kind, n)).rowcount
-        db.executemany(
-            "INSERT INTO drops VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET count = count + ?",
-            [(asset, c, c) for asset, c in counts],
-        )
-        for asset, c in counts:
-            self.dropped[asset] = self.dropped.get(asset, 0) + c
-        self.rows -= gone
-        if gone:
-            log.warning(
-                "buffer full: dropped %d oldest %s by policy",
-                gone,
-                "readings" if kind == KIND_READING else "events",
+        """Drop the oldest stored batches of ``kind`` holding at least ``n`` readings (events
+        only once no readings are left); count the drops per asset in the store."""
+        gone, last_id = 0, None
+        counts: Counter[str] = Counter()
+        query = "SELECT id, count, assets FROM outbox WHERE kind = ? ORDER BY id"
+        for row_id, count, assets in db.execute(query, (kind,)):
+            if gone >= n:
+                break
+            gone += count
+            last_id = row_id
+            counts.update(json.loads(assets))
+        if last_id is not None:
+            db.execute("DELETE FROM outbox WHERE kind = ? AND id <= ?", (kind, last_id))
+            db.executemany(
+                "INSERT INTO drops VALUES (?, ?)"
+                " ON CONFLICT(asset) DO UPDATE SET count = count + excluded.count",
+                list(counts.items()),
             )
-        if gone < n and kind == KIND_READING:
+            for asset, c in counts.items():
+                self.dropped[asset] = self.dropped.get(asset, 0) + c
+            self.rows -= gone
+            what = "readings" if kind == KIND_READINGS else "events"
+            log.warning("buffer full: dropped the %d oldest %s by policy", gone, what)
+        if gone < n and kind == KIND_READINGS:
             self._drop(db, n - gone, KIND_EVENT)
 
     # -- reading and acknowledging ------------------------------------------------------------
 
-    async def peek(self, after: int, limit: int) -> list[Row]:
-        """Up to ``limit`` rows with seq > ``after``, oldest first (not removed)."""
+    async def peek(self, after: int, limit: int) -> list[Batch]:
+        """Stored batches with id > ``after``, oldest first, holding up to ``limit`` readings
+        (at least one batch); nothing is removed."""
         return await self._run(self._peek, after, limit)
 
-    def _peek(self, after: int, limit: int) -> list[Row]:
+    def _peek(self, after: int, limit: int) -> list[Batch]:
         assert self._db is not None
-        return self._db.execute(
-            "SELECT seq, kind, asset, quantity, value, unit, observed_at, received_at, quality,"
-            " score, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
-        ).fetchall()
+        cur = self._db.execute(
+            "SELECT id, kind, first_seq, last_seq, count, received_at, asset, body FROM outbox"
+            " WHERE id > ? ORDER BY id LIMIT 256",
+            (after,),
+        )
+        out: list[Batch] = []
+        total = 0
+        for row in cur:
+            if out and total + row[4] > limit:
+                break
+            out.append(Batch(*row))
+            total += row[4]
+        return out
 
     async def ack(self, first: int, last: int) -> int:
-        """Remove rows ``first..last`` (inclusive) after the broker acknowledged them."""
+        """Remove stored batches ``first..last`` (ids, inclusive) after the broker acknowledged
+        them; returns how many readings and events left the store."""
         return await self._run(self._ack, first, last)
 
     def _ack(self, first: int, last: int) -> int:
         with self._atomic() as db:
-            gone = db.execute(
-                "DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last)
-            ).rowcount
+            gone: int = db.execute(
+                "SELECT coalesce(sum(count), 0) FROM outbox WHERE id BETWEEN ? AND ?", (first, last)
+            ).fetchone()[0]
+            db.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first, last))
         self.rows -= gone
-        return int(gone)
+        return gone
 
     # -- twins and facts -----------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ bounded with counted drops, survives kill -9, moves a corrupt file aside."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.outbox import KIND_EVENT, KIND_READING, Outbox, StoreError
+from gateway.outbox import KIND_EVENT, KIND_READINGS, Batch, Outbox, StoreError
 from gateway.readings import Quality, Reading
+from gateway.sync import messages
 
 
 def readings(n: int, asset: str = "a1", start: float = 1000.0) -> list[Reading]:
@@ -23,26 +25,49 @@ def readings(n: int, asset: str = "a1", start: float = 1000.0) -> list[Reading]:
     ]
 
 
+def rows_of(batches: list[Batch]) -> list[list[object]]:
+    return [row for b in batches if b.kind == KIND_READINGS for row in json.loads(f"[{b.body}]")]
+
+
 async def test_append_peek_ack(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "s.db") as box:
         last = await box.append(readings(5), [("a1", {"type": "anomaly", "score": 0.9})])
         assert last == 6 and box.rows == 6
-        rows = await box.peek(0, 100)
-        assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 6]
-        assert rows[0][1:10] == (KIND_READING, "a1", "temperature", 10.0, "CEL", 999.5, 1000.0,
-                                 "good", None)  # fmt: skip
-        assert rows[5][1] == KIND_EVENT and '"anomaly"' in (rows[5][10] or "")
-        assert [r[0] for r in await box.peek(3, 2)] == [4, 5]
-        assert await box.ack(1, 3) == 3
-        assert [r[0] for r in await box.peek(0, 100)] == [4, 5, 6]
+        await box.append(readings(3, start=2000.0))
+        batches = await box.peek(0, 100)
+        assert [(b.kind, b.first_seq, b.last_seq, b.count) for b in batches] == [
+            (KIND_READINGS, 1, 5, 5), (KIND_EVENT, 6, 6, 1), (KIND_READINGS, 7, 9, 3)
+        ]  # fmt: skip
+        rows = rows_of(batches)
+        assert [r[0] for r in rows] == [1, 2, 3, 4, 5, 7, 8, 9]
+        assert rows[0] == [1, "a1", "temperature", 10.0, "CEL", 999.5, 1000.0, "good", None]
+        assert batches[1].asset == "a1" and json.loads(batches[1].body)["type"] == "anomaly"
+        assert [b.id for b in await box.peek(batches[0].id, 100)] == [b.id for b in batches[1:]]
+        assert len(await box.peek(0, 4)) == 1  # at least one batch, then up to the limit
+        assert await box.ack(batches[0].id, batches[1].id) == 6
+        assert [b.first_seq for b in await box.peek(0, 100)] == [7]
         assert box.rows == 3
+
+
+async def test_rows_match_the_feed_builder(tmp_path: Path) -> None:
+    batch = readings(3)
+    batch[1].value = float("nan")  # an undecodable value travels as null, never breaks JSON
+    batch[2].score = 0.123456
+    async with Outbox(tmp_path / "s.db") as box:
+        await box.append(batch)
+        (stored,) = await box.peek(0, 10)
+    raw = messages.readings_payload("gw", "s1", 5.0, 1, 3, stored.body, False)
+    built = messages.readings_batch("gw", "s1", 5.0, json.loads(f"[{stored.body}]"), False)
+    assert json.loads(raw) == json.loads(messages.dumps(built))
+    assert json.loads(raw)["rows"][1][3] is None and json.loads(raw)["rows"][2][8] == 0.1235
 
 
 async def test_seq_never_reused_and_session_kept(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with Outbox(path) as box:
         await box.append(readings(10))
-        await box.ack(1, 10)  # empty now
+        (stored,) = await box.peek(0, 100)
+        await box.ack(stored.id, stored.id)  # empty now
         session, boot = box.session, box.boot
     async with Outbox(path) as box:
         assert box.session == session and box.boot == boot + 1
@@ -53,17 +78,20 @@ async def test_seq_never_reused_and_session_kept(tmp_path: Path) -> None:
 async def test_bounded_drops_oldest_readings_first_and_counts(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "s.db", max_rows=1000) as box:
         await box.append([], [("a1", {"type": "anomaly"})])  # seq 1: an event
-        await box.append(readings(600, "a1"))
-        await box.append(readings(600, "a2"))
+        for _ in range(6):
+            await box.append(readings(100, "a1"))
+        for _ in range(6):
+            await box.append(readings(100, "a2"))
         assert box.rows <= 1000
         kept = await box.peek(0, 2000)
-        assert kept[0][0] == 1 and kept[0][1] == KIND_EVENT  # events go last
+        assert kept[0].first_seq == 1 and kept[0].kind == KIND_EVENT  # events go last
+        assert kept[1].first_seq > 2  # the oldest readings went first
         assert box.dropped["a1"] > 0 and "a2" not in box.dropped
         assert box.rows + box.dropped_total == 1201
-        # the counts are in the store: they survive a restart
         dropped = dict(box.dropped)
     async with Outbox(tmp_path / "s.db", max_rows=1000) as box:
-        assert box.dropped == dropped
+        assert box.dropped == dropped  # the counts are in the store: they survive a restart
+        assert box.rows + box.dropped_total == 1201
 
 
 async def test_crash_between_insert_and_ack_loses_nothing(tmp_path: Path) -> None:
@@ -90,9 +118,9 @@ async def test_crash_between_insert_and_ack_loses_nothing(tmp_path: Path) -> Non
     os.kill(proc.pid, signal.SIGKILL)
     await proc.wait()
     async with Outbox(path) as box:
-        rows = await box.peek(0, 1000)
+        rows = rows_of(await box.peek(0, 1000))
         assert [r[0] for r in rows] == list(range(1, 501))
-        assert [r[4] for r in rows] == [float(i) for i in range(500)]
+        assert [r[3] for r in rows] == [float(i) for i in range(500)]
         assert await box.append(readings(1)) == 501
 
 

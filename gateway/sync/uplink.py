@@ -27,7 +27,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import BrokerConfig
-from gateway.outbox import KIND_READING, Outbox, Row
+from gateway.outbox import KIND_EVENT, KIND_READINGS, Batch, Outbox
 from gateway.sync import messages
 from gateway.sync.messages import Topics
 
@@ -36,6 +36,9 @@ __all__ = ["MAX_DOWNLINK_BYTES", "Uplink"]
 log = logging.getLogger("twinedge.uplink")
 
 MAX_DOWNLINK_BYTES = 64 * 1024
+# aiomqtt warns whenever more than 10 publishes await their PUBACK: with pipelining that is normal
+_MQTT_LOG = logging.getLogger("twinedge.mqtt")
+_MQTT_LOG.setLevel(logging.ERROR)
 Message = tuple[str, bytes, bool]  # topic, payload, retain
 Downlink = Callable[[str, str, bytes], Awaitable[None]]  # kind, asset, payload
 
@@ -67,6 +70,7 @@ class Uplink:
         self.reconnects = 0
         self.published_rows = 0
         self.published_messages = 0
+        self.published_bytes = 0
         self.downlink_refused = 0
         self.last_ack_at: float | None = None
         self._latency_ms: deque[float] = deque(maxlen=4096)
@@ -159,6 +163,7 @@ class Uplink:
             tls_context=self._tls_context(),
             max_inflight_messages=cfg.inflight * 4,
             max_queued_incoming_messages=1000,
+            logger=_MQTT_LOG,
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -207,41 +212,44 @@ class Uplink:
                     if not rows:
                         await self._wake.wait()
                         continue
-                cursor = rows[-1][0]
+                cursor = rows[-1].id
                 await slots.acquire()
                 tg.create_task(self._send_batch(client, rows, slots))
 
     async def _send_batch(
-        self, client: aiomqtt.Client, rows: list[Row], slots: asyncio.Semaphore
+        self, client: aiomqtt.Client, batches: list[Batch], slots: asyncio.Semaphore
     ) -> None:
         try:
-            now = time.time()
-            msgs = self._encode(rows, now)
+            msgs = self._encode(batches, time.time())
             await asyncio.gather(*(client.publish(t, p, qos=1, timeout=60) for t, p in msgs))
-            await self.outbox.ack(rows[0][0], rows[-1][0])
+            await self.outbox.ack(batches[0].id, batches[-1].id)
         finally:
             slots.release()
         done = time.time()
         self.last_ack_at = done
         self.published_messages += len(msgs)
-        readings = [r for r in rows if r[1] == KIND_READING]
-        self.published_rows += len(readings)
-        if readings:
-            self._latency_ms.append((done - readings[-1][7]) * 1000.0)
+        self.published_bytes += sum(len(p) for _t, p in msgs)
+        readings = [b for b in batches if b.kind == KIND_READINGS]
+        self.published_rows += sum(b.count for b in readings)
+        if readings:  # the oldest reading of the batch waited longest: record its latency
+            self._latency_ms.append((done - readings[0].received_at) * 1000.0)
 
-    def _encode(self, rows: list[Row], now: float) -> list[tuple[str, bytes]]:
+    def _encode(self, batches: list[Batch], now: float) -> list[tuple[str, bytes]]:
+        """All reading batches as one readings message, each event as its own message."""
         gw, session = self.gateway, self.outbox.session
-        readings = [r[:1] + r[2:10] for r in rows if r[1] == KIND_READING]
+        readings = [b for b in batches if b.kind == KIND_READINGS]
         out = []
         if readings:
-            backfill = now - readings[0][6] > self.live_window
-            doc = messages.readings_batch(gw, session, now, readings, backfill)
-            out.append((self.topics.readings, messages.dumps(doc)))
-        for r in rows:
-            if r[1] != KIND_READING:
-                body = json.loads(r[10] or "{}")
-                doc = messages.event(gw, session, now, r[0], r[2], body)
-                out.append((self.topics.event(r[2]), messages.dumps(doc)))
+            backfill = now - readings[0].received_at > self.live_window
+            rows = ",".join(b.body for b in readings)
+            payload = messages.readings_payload(
+                gw, session, now, readings[0].first_seq, readings[-1].last_seq, rows, backfill
+            )
+            out.append((self.topics.readings, payload))
+        for b in batches:
+            if b.kind == KIND_EVENT:
+                doc = messages.event(gw, session, now, b.first_seq, b.asset, json.loads(b.body))
+                out.append((self.topics.event(b.asset), messages.dumps(doc)))
         return out
 
     async def _live_publisher(self, client: aiomqtt.Client) -> None:
@@ -289,6 +297,7 @@ class Uplink:
             "backlog_rows": self.outbox.rows,
             "published_rows": self.published_rows,
             "published_messages": self.published_messages,
+            "published_bytes": self.published_bytes,
             "last_ack_at": self.last_ack_at,
             "publish_latency_ms": {"p50": pct(0.5), "p99": pct(0.99)},
             "reconnects": self.reconnects,
