@@ -34,9 +34,10 @@ from bumble import hci
 from bumble.device import AdvertisingType, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.link import LocalLink
+from bumble.transport import open_transport
 
 from edge_node import ble_payload as bp
-from hil_tests.emulators.bleak_bumble import Central, make_device
+from hil_tests.emulators.bleak_bumble import Central, EmulatedController, make_device
 from hil_tests.emulators.physics import CounterSim, StreetlightSim
 
 __all__ = ["BleRadio", "EmulatedCounter", "EmulatedStreetlight"]
@@ -44,6 +45,7 @@ __all__ = ["BleRadio", "EmulatedCounter", "EmulatedStreetlight"]
 log = logging.getLogger("twinedge.emulators.ble")
 _TIMEOUT_REASON = hci.HCI_ErrorCode.CONNECTION_TIMEOUT_ERROR
 _NOWHERE = LocalLink()  # where a vanished controller's radio goes: nobody listens
+_CENTRAL = "C0:00:00:00:00:01"  # the gateway's adapter
 
 
 def _address(kind: int, n: int) -> str:
@@ -61,7 +63,8 @@ class _Peripheral:
         self.address = address
         self.device, self.controller = make_device(name, address, radio.link)
         self.present = True
-        self.rng = random.Random(hash(address) & 0xFFFF)
+        self.paused = False  # True: no new values (a benchmark's end of window)
+        self.rng = random.Random(int(address.replace(":", ""), 16))  # reproducible faults
 
     def vanish(self) -> None:
         """Leave radio range: adverts stop reaching anyone and connections drop (as after a
@@ -200,6 +203,8 @@ class EmulatedStreetlight(_Peripheral):
         while True:
             next_at += self.period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if self.paused:
+                continue
             try:
                 await self.notify_all()
             except (hci.HCI_Error, ConnectionError) as e:  # peer went away mid-notify
@@ -306,6 +311,8 @@ class EmulatedCounter(_Peripheral):
         while True:
             next_at += self.period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if self.paused:
+                continue
             adv = self.next_advert(time.time())
             if adv is not None and self.present:
                 await self._set_data(adv)
@@ -317,18 +324,26 @@ class EmulatedCounter(_Peripheral):
 class BleRadio:
     """The air: a LocalLink with the gateway's central and emulated peripherals; owns tasks."""
 
-    def __init__(self, *, adv_interval_ms: float = 100.0, seed: int = 1) -> None:
+    def __init__(
+        self, *, adv_interval_ms: float = 100.0, seed: int = 1, hci_server: str | None = None
+    ) -> None:
+        """``hci_server`` (e.g. ``127.0.0.1:9001``): instead of an in-process central, serve the
+        gateway's controller over HCI on TCP, so a gateway in another process attaches with
+        :func:`~hil_tests.emulators.bleak_bumble.central_over_hci` (for honest CPU figures)."""
         self.adv_interval_ms = adv_interval_ms
         self.seed = seed
+        self.hci_server = hci_server
         self.link = LocalLink()
         self.streetlights: dict[str, EmulatedStreetlight] = {}
         self.counters: dict[int, EmulatedCounter] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._stack = contextlib.AsyncExitStack()
         self._spawned: list[asyncio.Task[None]] = []
-        device, self.central_controller = make_device("gateway", "C0:00:00:00:00:01", self.link)
-        self.central = Central(device)
-        self.scanner_backend, self.client_backend = self.central.backends()
+        self.central: Central | None = None
+        if hci_server is None:
+            device, self.central_controller = make_device("gateway", _CENTRAL, self.link)
+            self.central = Central(device)
+            self.scanner_backend, self.client_backend = self.central.backends()
 
     @property
     def options(self) -> dict[str, Any]:
@@ -340,7 +355,15 @@ class BleRadio:
 
     async def __aenter__(self) -> BleRadio:
         self._tasks = await self._stack.enter_async_context(asyncio.TaskGroup())
-        await self.central.start()
+        if self.central is not None:
+            await self.central.start()
+        else:
+            assert self.hci_server is not None
+            transport = await open_transport(f"tcp-server:{self.hci_server}")
+            self._stack.push_async_callback(transport.close)
+            self.central_controller = EmulatedController(
+                "gateway", transport.source, transport.sink, self.link, _CENTRAL
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:

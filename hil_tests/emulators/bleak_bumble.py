@@ -44,9 +44,17 @@ from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import Characteristic
 from bumble.host import Host
 from bumble.link import LocalLink
+from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink
 
-__all__ = ["BumbleClient", "BumbleScanner", "Central", "EmulatedController"]
+__all__ = [
+    "BumbleClient",
+    "BumbleScanner",
+    "Central",
+    "EmulatedController",
+    "central_over_hci",
+    "make_device",
+]
 
 log = logging.getLogger("twinedge.emulators.ble")
 
@@ -105,10 +113,15 @@ class Central:
         self._scan_lock = asyncio.Lock()
         self.connect_lock = asyncio.Lock()
         self.adverts_seen = 0
+        self.transport: Any = None
         device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
 
     async def start(self) -> None:
         await self.device.power_on()
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
 
     def backends(self) -> tuple[type[BumbleScanner], type[BumbleClient]]:
         """Scanner and client backend classes bound to this central, to pass as ``backend=``."""
@@ -135,6 +148,18 @@ class Central:
             self._scan_users -= 1
             if self._scan_users == 0:
                 await self.device.stop_scanning()
+
+
+async def central_over_hci(spec: str, address: str = "C0:00:00:00:00:01") -> Central:
+    """The gateway's central on a controller reached through a bumble HCI transport spec
+    (``tcp-client:127.0.0.1:9001`` for an emulated radio in another process, or
+    ``hci-socket:0`` / ``usb:0`` for a real adapter). Call :meth:`Central.start` next; the
+    transport closes with :meth:`Central.close`."""
+    transport = await open_transport(spec)
+    device = Device.with_hci("gateway", hci.Address(address), transport.source, transport.sink)
+    central = Central(device)
+    central.transport = transport
+    return central
 
 
 def advertisement_data(adv: Advertisement) -> AdvertisementData:
