@@ -1,0 +1,337 @@
+"""The anomaly stage: per-asset feature windows, batched ONNX scoring, events and lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detect import features
+from gateway.detect.bundle import MANIFEST, Bundle, load_bundle
+from gateway.errors import ModelError
+from gateway.readings import Quality, Reading, iso
+
+__all__ = ["AnomalyEvent", "Detector"]
+
+log = logging.getLogger(__name__)
+MODES = ("active", "shadow")
+RECENT = 4096  # scores kept per model for the distribution stats
+
+
+@dataclass(slots=True)
+class AnomalyEvent:
+    """An asset's anomaly started (``state="start"``) or ended (``state="end"``).
+
+    Field names follow the native feed; :meth:`as_dict` adds FIWARE Anomaly's names
+    (``anomalousProperty``, ``thresholdBreach``, ``detectedBy``, ``dateDetected``).
+    """
+
+    asset: str
+    category: str
+    quantities: list[str]
+    score: float
+    threshold: float
+    model: str  # name@version
+    detected_at: float
+    observed_at: float
+    state: str = "start"
+    mode: str = "active"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": "anomaly",
+            "asset": self.asset,
+            "category": self.category,
+            "state": self.state,
+            "mode": self.mode,
+            "quantities": list(self.quantities),
+            "score": round(self.score, 6),
+            "threshold": self.threshold,
+            "model": self.model,
+            "detected_at": round(self.detected_at, 3),
+            "observed_at": round(self.observed_at, 3),
+            "anomalousProperty": list(self.quantities),
+            "thresholdBreach": {"score": round(self.score, 6), "threshold": self.threshold},
+            "detectedBy": self.model,
+            "dateDetected": iso(self.detected_at),
+        }
+
+
+@dataclass(slots=True)
+class _Window:
+    """The newest ``length`` rows of one asset, one row per period; latest value wins in a row."""
+
+    values: npt.NDArray[np.float64]
+    filled: int = 0
+    row_time: float = -math.inf
+    flagged: bool = False
+    pending: list[Reading] = field(default_factory=list)
+
+    def starts_row(self, t: float, period: float) -> bool:
+        if self.filled == 0 or period <= 0.0:
+            return True
+        return t >= self.row_time + period
+
+    def put(self, q: int, value: float, t: float, period: float) -> None:
+        if self.filled == 0:
+            self.values[:, q] = value  # a new window is padded with its first row
+            self.filled, self.row_time = 1, t
+            return
+        if self.starts_row(t, period):
+            self.values[:-1] = self.values[1:]
+            self.filled += 1
+            self.row_time = t
+        if self.filled == 1:
+            self.values[:, q] = value
+        else:
+            self.values[-1, q] = value
+
+
+@dataclass(slots=True)
+class _Request:
+    asset: str
+    window: npt.NDArray[np.float64]
+    filled: int
+    time: float
+    readings: list[Reading]
+
+
+class _Model:
+    """A bundle in use: its mode, counters and recent score distribution."""
+
+    def __init__(self, bundle: Bundle, mode: str = "active") -> None:
+        self.bundle, self.mode = bundle, mode
+        self.qindex = {q: i for i, q in enumerate(bundle.quantities)}
+        self.defaults = np.asarray(
+            bundle.manifest.get("defaults", [0.0] * len(self.qindex)), dtype=np.float64
+        )
+        self.floor = np.asarray(
+            bundle.manifest.get("attribution_floor", [1e-6] * len(self.qindex)), dtype=np.float64
+        )
+        self.clear_ratio = float(bundle.manifest.get("clear_ratio", 0.8))
+        self.rows = self.flagged = self.events = 0
+        self.seconds = 0.0
+        self.recent = np.zeros(RECENT, dtype=np.float32)
+        self.recent_n = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.bundle.name}@{self.bundle.version}"
+
+    def new_window(self) -> _Window:
+        values = np.empty((self.bundle.window, len(self.qindex)))
+        values[:] = np.nan
+        return _Window(values)
+
+    def record(self, scores: npt.NDArray[np.float32], seconds: float) -> None:
+        n = len(scores)
+        self.rows += n
+        self.seconds += seconds
+        idx = (self.recent_n + np.arange(n)) % RECENT
+        self.recent[idx] = scores[-RECENT:] if n > RECENT else scores
+        self.recent_n += n
+
+    def stats(self) -> dict[str, Any]:
+        b = self.bundle
+        recent = self.recent[: min(self.recent_n, RECENT)]
+        dist: dict[str, float | int | None] = {"n": int(recent.size)}
+        for key, val in (("mean", recent.mean() if recent.size else None),
+                         *((f"p{p}", np.percentile(recent, p) if recent.size else None)
+                           for p in (50, 95, 99))):  # fmt: skip
+            dist[key] = None if val is None else round(float(val), 6)
+        return {
+            "model": self.label, "version": b.version, "sha256": b.sha256, "mode": self.mode,
+            "category": b.category, "threshold": b.threshold, "rows_scored": self.rows,
+            "rows_flagged": self.flagged, "events": self.events, "scores": dist,
+            "us_per_row": round(self.seconds / self.rows * 1e6, 2) if self.rows else None,
+            "load_ms": round(b.load_ms, 2),
+        }  # fmt: skip
+
+
+class Detector:
+    """Scores readings with one ONNX model per asset category; see :mod:`gateway.detect`."""
+
+    def __init__(self, models: Mapping[str, _Model], assets: Mapping[str, str]) -> None:
+        self._models: dict[str, _Model] = dict(models)
+        self._assets = dict(assets)
+        self._windows: dict[str, _Window] = {}
+        self._thresholds: dict[str, float] = {}
+        self.bad_readings = 0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def load(cls, models_dir: Path, assets: Mapping[str, str]) -> Detector:
+        """Verify and open the model of every category in ``assets`` found under ``models_dir``.
+
+        Each sub-directory with a ``manifest.json`` is a bundle. A category without a model is
+        not scored; a bundle that fails verification raises ModelError naming its file.
+        """
+        wanted = set(assets.values())
+        found: dict[str, _Model] = {}
+        if not models_dir.is_dir():
+            raise ModelError(f"{models_dir}: not a directory of model bundles")
+        for manifest in sorted(models_dir.glob(f"*/{MANIFEST}")):
+            category = _peek_category(manifest)
+            if category not in wanted:
+                continue
+            if category in found:
+                raise ModelError(f"{manifest}: a second model for category {category!r}")
+            found[category] = _Model(load_bundle(manifest.parent))
+        for category in sorted(wanted - set(found)):
+            log.info("no anomaly model for category %s: its assets are not scored", category)
+        return cls(found, assets)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, readings: list[Reading]) -> list[AnomalyEvent]:
+        """Score a batch in place (``score``, ``quality``) and return anomaly start/end events."""
+        requests: dict[str, list[_Request]] = {}
+        for r in readings:
+            model = self._model_of(r.asset)
+            q = model.qindex.get(r.quantity) if model is not None else None
+            if model is None or q is None:
+                continue
+            if r.quality is Quality.INVALID or not math.isfinite(r.value):
+                self.bad_readings += 1
+                continue
+            win = self._windows.get(r.asset)
+            if win is None:
+                win = self._windows[r.asset] = model.new_window()
+            period = model.bundle.period_s
+            if win.pending and win.starts_row(r.time, period):
+                requests.setdefault(model.bundle.category, []).append(self._snapshot(r.asset, win))
+            win.put(q, float(r.value), r.time, period)
+            win.pending.append(r)
+        for asset, win in self._windows.items():
+            if win.pending:
+                category = self._assets[asset]
+                requests.setdefault(category, []).append(self._snapshot(asset, win))
+        events: list[AnomalyEvent] = []
+        for category, reqs in requests.items():
+            events.extend(self._run(self._models[category], reqs))
+        return events
+
+    def _model_of(self, asset: str) -> _Model | None:
+        category = self._assets.get(asset)
+        return self._models.get(category) if category is not None else None
+
+    def _snapshot(self, asset: str, win: _Window) -> _Request:
+        model = self._models[self._assets[asset]]
+        values = win.values.copy()
+        missing = np.isnan(values)
+        if missing.any():
+            values[missing] = np.broadcast_to(model.defaults, values.shape)[missing]
+        req = _Request(asset, values, win.filled, win.row_time, win.pending)
+        win.pending = []
+        return req
+
+    def _run(self, model: _Model, reqs: list[_Request]) -> list[AnomalyEvent]:
+        b = model.bundle
+        start = time.perf_counter()
+        x = features.compute(
+            b.feature_set,
+            np.stack([r.window for r in reqs]),
+            np.array([r.filled for r in reqs], dtype=np.float64),
+            np.array([r.time for r in reqs], dtype=np.float64),
+            b.params,
+        )
+        scores = b.run(x)
+        model.record(scores, time.perf_counter() - start)
+        events: list[AnomalyEvent] = []
+        for req, s in zip(reqs, scores.tolist(), strict=True):
+            thr = self._thresholds.get(req.asset, b.threshold)
+            flagged = s >= thr
+            for r in req.readings:
+                r.score = s
+                if flagged and model.mode == "active" and r.quality is Quality.GOOD:
+                    r.quality = Quality.SUSPECT
+            model.flagged += int(flagged)
+            ev = self._transition(model, req, s, thr, flagged)
+            if ev is not None:
+                events.append(ev)
+        return events
+
+    def _transition(
+        self, model: _Model, req: _Request, score: float, thr: float, flagged: bool
+    ) -> AnomalyEvent | None:
+        win = self._windows[req.asset]
+        if not win.flagged and flagged:
+            win.flagged, state = True, "start"
+        elif win.flagged and score < thr * model.clear_ratio:
+            win.flagged, state = False, "end"
+        else:
+            return None
+        model.events += 1
+        return AnomalyEvent(
+            req.asset, model.bundle.category, self._attribute(model, req.window), score, thr,
+            model.label, time.time(), req.time, state, model.mode,
+        )  # fmt: skip
+
+    @staticmethod
+    def _attribute(model: _Model, window: npt.NDArray[np.float64]) -> list[str]:
+        """The quantities that moved most (rolling z-score) or stopped moving (stuck)."""
+        prev = window[:-1]
+        z = np.abs(window[-1] - prev.mean(axis=0)) / (prev.std(axis=0) + model.floor)
+        stuck = (np.diff(window[-6:], axis=0) == 0.0).all(axis=0)
+        names = list(model.qindex)
+        picked = [names[i] for i in np.flatnonzero((z > 3.0) | stuck).tolist()]
+        return picked or [names[int(np.argmax(z))]]
+
+    # ------------------------------------------------------------------ lifecycle
+    def stats(self) -> dict[str, Any]:
+        """Per category: model, version, sha256, mode, rows, score distribution and timing."""
+        return {category: m.stats() for category, m in self._models.items()}
+
+    def swap(self, bundle_dir: Path) -> str:
+        """Verify and switch to the bundle in ``bundle_dir``; returns its ``name@version``.
+
+        A bundle that fails verification raises ModelError and the current model stays. The new
+        model keeps its category's mode; windows are kept when their shape is unchanged.
+        """
+        new = load_bundle(bundle_dir)
+        old = self._models.get(new.category)
+        mode = old.mode if old is not None else "active"
+        model = _Model(new, mode)
+        same = old is not None and (
+            old.bundle.quantities, old.bundle.window) == (new.quantities, new.window)  # fmt: skip
+        if not same:
+            for asset, category in self._assets.items():
+                if category == new.category:
+                    self._windows.pop(asset, None)
+        self._models[new.category] = model
+        log.info("anomaly model for %s is now %s", new.category, model.label)
+        return model.label
+
+    def set_threshold(self, asset: str, value: float) -> None:
+        """Override the score threshold of one asset (downlink ``thresholds``)."""
+        if asset not in self._assets:
+            raise ModelError(f"unknown asset {asset!r}")
+        if not (isinstance(value, int | float) and 0.0 < value <= 1.0):
+            raise ModelError(f"{asset}: threshold must be a number in (0, 1], got {value!r}")
+        self._thresholds[asset] = float(value)
+
+    def set_mode(self, category: str, mode: str) -> None:
+        """Put a category's model in ``shadow`` (score and report, never flag) or ``active``."""
+        if mode not in MODES:
+            raise ModelError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        model = self._models.get(category)
+        if model is None:
+            raise ModelError(f"no anomaly model for category {category!r}")
+        model.mode = mode
+
+
+def _peek_category(manifest: Path) -> str | None:
+    import json
+
+    try:
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{manifest}: unreadable manifest: {e}") from e
+    category = doc.get("category") if isinstance(doc, dict) else None
+    return category if isinstance(category, str) else None
