@@ -238,6 +238,7 @@ class Gateway:
             self.warn(str(e))
             return
         self.readings_in += len(batch)
+        self._tell_committed(batch)
         mono = asyncio.get_running_loop().time()
         for r in batch:
             twin = self.twins.get(r.asset)
@@ -261,6 +262,18 @@ class Gateway:
                         "score": r.score,
                     }
                 )
+
+    def _tell_committed(self, batch: list[Reading]) -> None:
+        """Let sources that acknowledge to their devices do so, now that nothing can be lost."""
+        upto: dict[tuple[str, str], int] = {}
+        for r in batch:
+            key = (r.asset, r.device)
+            if r.seq > upto.get(key, -1):
+                upto[key] = r.seq
+        for (asset, device), seq in upto.items():
+            ctx = self.contexts.get(asset)
+            if ctx is not None and ctx.on_commit is not None:
+                ctx.on_commit(device, seq)
 
     def _on_anomaly(self, ev: Any) -> None:
         doc = ev.as_dict()

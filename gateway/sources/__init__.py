@@ -93,6 +93,10 @@ class SourceContext:
     device_info: dict[str, Any] = field(default_factory=dict)
     #: extra objects a test or the demo injects (e.g. ``ble_backend`` for bleak); never from config
     options: dict[str, Any] = field(default_factory=dict)
+    #: set by a source that acknowledges to its device: the gateway calls it with
+    #: ``(device, highest seq)`` once that device's readings are committed to the outbox, so
+    #: the device frees its buffer only for readings that can no longer be lost
+    on_commit: Callable[[str, int], None] | None = None
 
 
 @runtime_checkable
