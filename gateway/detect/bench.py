@@ -48,7 +48,7 @@ def _stage(path: Path, values: Any, times: Any, assets: int = 50) -> float:
         ]
         batches.append(batch)
     start = time.perf_counter()
-    n = 0.0
+    n = 0
     for batch in batches:
         det.score(batch)
         n += len(batch)
@@ -65,9 +65,9 @@ def bench_bundle(path: Path, single_rows: int = 3000, batch: int = 256) -> dict[
     lat = []
     for i in range(single_rows):
         row = x[i % len(x) : i % len(x) + 1]
-        start = time.perf_counter_ns()
+        t_ns = time.perf_counter_ns()
         bundle.run(row)
-        lat.append((time.perf_counter_ns() - start) / 1000.0)
+        lat.append((time.perf_counter_ns() - t_ns) / 1000.0)
     lat.sort()
     xb = np.ascontiguousarray(np.resize(x, (batch, x.shape[1])))
     reps = 400
