@@ -107,9 +107,13 @@ class FeedView:
             online = twin.get("liveness", {}).get("online")
             values = []
             for q, s in twin.get("state", {}).items():
-                mark = "" if s.get("quality") == "good" else f" [{s.get('quality')}]"
+                quality = s.get("quality")
+                mark = "" if quality == "good" else f" [yellow]({quality})[/yellow]"
                 sym = UNITS.get(s.get("unit", ""), "")
-                values.append(f"{q}={s.get('value', 0):.4g}{sym}{mark}")
+                sep = " " if sym[:1].isalpha() and len(sym) > 2 else ""
+                value = s.get("value")
+                shown = "–" if value is None else f"{value:.4g}"
+                values.append(f"{q}={shown}{sep}{sym}{mark}")
             t.add_row(
                 asset,
                 twin.get("category", ""),

@@ -108,6 +108,8 @@ def add_parser(sub: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     logging.getLogger("amqtt").setLevel(logging.ERROR)  # the embedded broker's chatter
+    if not args.json and not args.verbose:
+        logging.getLogger("twinedge").setLevel(logging.WARNING)  # the live view is the output
     try:
         summary = asyncio.run(run(args))
     except KeyboardInterrupt:
