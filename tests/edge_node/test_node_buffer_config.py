@@ -1,8 +1,9 @@
 """The resend buffer and the flash config (both interpreters)."""
 
+from node_helpers import raises
+
 from edge_node.buffer import SendBuffer
 from edge_node.config import Config, ConfigError, check
-from node_helpers import raises
 
 
 def test_buffer_bounded_drops_oldest_and_counts():

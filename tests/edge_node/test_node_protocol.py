@@ -2,8 +2,9 @@
 
 import json
 
-from edge_node import protocol as P
 from node_helpers import raises
+
+from edge_node import protocol as P
 
 _HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
 VECTORS_PATH = _HERE + "/../../edge_node/vectors.json"

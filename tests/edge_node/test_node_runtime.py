@@ -2,11 +2,12 @@
 
 import asyncio
 
+from node_helpers import MemoryLine
+
 from edge_node import protocol as P
 from edge_node.config import Config
 from edge_node.node import Node, Sensor
 from edge_node.uplink import SerialUplink
-from node_helpers import MemoryLine
 
 
 class Counter:
