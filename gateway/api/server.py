@@ -34,6 +34,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: events buffered per SSE client between the app's subscription and the socket
 SSE_QUEUE = 256
+#: most events written to one client in one write
+SSE_BATCH = 64
 #: a comment line every this many seconds keeps proxies open and finds vanished clients
 SSE_HEARTBEAT_S = 15.0
 #: a client that cannot take one event within this time is disconnected
@@ -113,6 +115,22 @@ class EventFilter:
         if self.assets and event.get("asset", event.get("device")) not in self.assets:
             return False
         return not (self.quantities and event.get("quantity") not in self.quantities)
+
+
+def _drain(
+    first: dict[str, Any] | None, queue: asyncio.Queue[dict[str, Any] | None]
+) -> tuple[list[bytes], bool]:
+    """SSE frames of ``first`` and what else is queued (up to a batch); True at the end marker."""
+    chunks: list[bytes] = []
+    event = first
+    while True:
+        if event is None:
+            return chunks, True
+        kind = str(event.get("type", "message"))
+        chunks.append(f"event: {kind}\ndata: {dumps(event)}\n\n".encode())
+        if len(chunks) >= SSE_BATCH or queue.empty():
+            return chunks, False
+        event = queue.get_nowait()
 
 
 def jsonable(obj: Any) -> Any:
@@ -314,30 +332,39 @@ class ApiServer:
         except Exception:  # a foreign component: end this client's stream, keep the server
             log.exception("api: the live-event subscription failed")
         finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)  # the app stopped publishing: end the stream
+            if queue.full():  # make room for the end marker: the writer must learn of the end
+                queue.get_nowait()
+                self.stats.sse_dropped += 1
+            queue.put_nowait(None)  # the app stopped publishing: end the stream
 
     async def _write_events(
         self, resp: web.StreamResponse, queue: asyncio.Queue[dict[str, Any] | None]
     ) -> None:
+        """Write queued events to the client, many per write when they pile up."""
         while True:
             try:
-                event = await asyncio.wait_for(queue.get(), SSE_HEARTBEAT_S)
+                async with asyncio.timeout(SSE_HEARTBEAT_S):
+                    first = await queue.get()
             except TimeoutError:
-                chunk = b": ping\n\n"
+                chunks, done = [b": ping\n\n"], False
             else:
-                if event is None:
-                    return
-                kind = str(event.get("type", "message"))
-                chunk = f"event: {kind}\ndata: {dumps(event)}\n\n".encode()
-            try:
-                await asyncio.wait_for(resp.write(chunk), SSE_WRITE_TIMEOUT_S)
-            except TimeoutError:
-                self.stats.sse_slow_disconnects += 1
-                log.warning("api: dropped a live-events client that stopped reading")
+                chunks, done = _drain(first, queue)
+            if chunks and not await self._send(resp, b"".join(chunks)):
                 return
-            except ConnectionResetError:
-                return  # the client went away (closed the page, lost the network)
+            if done:
+                return
+
+    async def _send(self, resp: web.StreamResponse, chunk: bytes) -> bool:
+        try:
+            async with asyncio.timeout(SSE_WRITE_TIMEOUT_S):
+                await resp.write(chunk)
+        except TimeoutError:
+            self.stats.sse_slow_disconnects += 1
+            log.warning("api: dropped a live-events client that stopped reading")
+            return False
+        except ConnectionResetError:
+            return False  # the client went away (closed the page, lost the network)
+        return True
 
     async def record_history(self) -> None:
         """Keep recent reading values for the sparklines; resubscribe if the feed fails."""
