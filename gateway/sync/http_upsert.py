@@ -91,7 +91,7 @@ class HttpUpsert:
         projection: NgsiProjection,
         url: str,
         *,
-        batch: int = 20,
+        batch: int = 1000,
         timeout: float = 10.0,
         backoff: float = 0.5,
         backoff_max: float = 30.0,
@@ -179,7 +179,7 @@ class HttpUpsert:
 
     async def _deliver(self, batches: list[StoredBatch]) -> None:
         twins = list(self._twins.values())
-        entities = twins + self._entities(batches)
+        entities = self._entities(batches) + twins  # history first: the latest state wins
         for body in _unique_chunks(entities):
             await self._post(body)
         for ent in twins:  # sent: forget them unless a newer version arrived meanwhile

@@ -302,7 +302,7 @@ class NgsiProjection:
         if etype == "Streetlight":
             self._streetlight(ent, state, full)
         elif etype == "CrowdFlowObserved":
-            self._crowd(ent, state, ident)
+            self._crowd(ent, state, ident if full else None)
         times = [t for q, v in state.items() if q not in _DEVICE_QUANTITIES and (t := _time(v))]
         if times and len(ent) > 2 + ("@context" in ent):
             self._date(ent, _DATE_ATTR.get(etype, "dateObserved"), max(times))
@@ -385,13 +385,15 @@ class NgsiProjection:
             status = "defectiveLamp" if fault is not None and fault >= 0.5 else "ok"
             self._text(ent, "status", status, _time(state.get("lamp_fault")))
 
-    def _crowd(self, ent: dict[str, Any], state: Mapping[str, Any], ident: _Identity) -> None:
+    def _crowd(
+        self, ent: dict[str, Any], state: Mapping[str, Any], ident: _Identity | None
+    ) -> None:
         towards = _num(state.get("count_in"))
         away = _num(state.get("count_out"))
         if towards is not None and away is not None and towards >= 0 and away >= 0:
             t = _time(state.get("count_in"))
             self._prop(ent, "peopleCount", round(towards + away), "IE", t)
-        direction = ident.attributes.get("direction")
+        direction = ident.attributes.get("direction") if ident else None  # static: full only
         if direction in _DIRECTIONS:
             self._text(ent, "direction", direction, None)
 
