@@ -175,3 +175,66 @@ async def shoot(page: object, tmp_path: Path, name: str) -> None:
     target = os.environ.get("TWINEDGE_SCREENSHOTS")
     if target:
         shutil.copy(path, Path(target) / name)
+
+
+async def test_exposed_page_needs_the_token_and_shows_device_text_as_text(browser: object) -> None:
+    """An exposed gateway: the page works with ``?token=``, shows nothing without it, and a
+    hostile device name is displayed, not executed."""
+    from contextlib import asynccontextmanager
+
+    from playwright.async_api import Browser, expect
+
+    from gateway.api import serve_api
+
+    assert isinstance(browser, Browser)
+    hostile = '<img src=x onerror="window.__pwned=1">'
+    snap = {
+        "gateway": {"id": "gw-x", "site": "s", "version": "0", "uptime_s": 5},
+        "uplink": {"state": "disconnected", "backlog_rows": 12},
+        "buffer": {
+            "rows": 12,
+            "bytes": 4096,
+            "max_bytes": 1 << 20,
+            "dropped": {"total": 0, "by_asset": {}},
+        },
+        "assets": {
+            "wq-1": {
+                "id": "wq-1",
+                "category": "water-quality",
+                "name": hostile,
+                "liveness": {"online": True, "last_seen": None},
+                "state": {"ph": {"value": 7.1, "unit": "C62", "quality": "suspect"}},
+                "device": {"counters": {"frames_bad": 4}},
+            }
+        },
+        "warnings": [{"ts": 1.0, "level": "warning", "msg": hostile, "device": "wq-1"}],
+    }
+
+    @asynccontextmanager
+    async def no_events() -> AsyncIterator[AsyncIterator[dict[str, object]]]:
+        forever: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+        async def gen() -> AsyncIterator[dict[str, object]]:
+            while True:
+                yield await forever.get()
+
+        yield gen()
+
+    async with serve_api(
+        status=lambda: snap, events=no_events, host="0.0.0.0", port=0, token="field-token"
+    ) as api:
+        base = f"http://127.0.0.1:{api.port}/"
+        page = await browser.new_page()
+        await page.goto(base)
+        await expect(page.locator("#error")).to_contain_text("HTTP 401")
+        await expect(page.locator(".device")).to_have_count(0)
+        await page.goto(base + "?token=field-token")
+        card = page.locator('.device[data-asset="wq-1"]')
+        await expect(card.locator(".name")).to_contain_text(hostile)
+        await expect(card.locator('tr[data-quantity="ph"] .badge')).to_have_text("suspect")
+        await expect(page.locator("#uplink-state")).to_have_text("disconnected")
+        await expect(page.locator("#warnings li").first).to_contain_text(hostile)
+        await expect(page.locator("#live")).to_have_text("live")  # SSE got the token too
+        assert await page.evaluate("window.__pwned") is None
+        assert await page.locator("img").count() == 0
+        await page.close()
