@@ -232,7 +232,50 @@ async def check_broker(broker: BrokerConfig | None, timeout_s: float = BROKER_TI
     writer.close()
     with contextlib.suppress(OSError, ssl.SSLError):  # the broker hung up first: fine
         await writer.wait_closed()
-    return Check("broker", subject, Status.OK, detail)
+    refused = await _mqtt_refusal(broker, ctx, timeout_s)
+    if refused is not None:
+        return Check(
+            "broker",
+            subject,
+            Status.FAIL,
+            f"{detail}, but MQTT CONNECT failed: {refused}",
+            "check [broker] username, password_file/password_env and protocol",
+        )
+    return Check("broker", subject, Status.OK, f"{detail}, MQTT {broker.protocol} CONNECT accepted")
+
+
+async def _mqtt_refusal(
+    broker: BrokerConfig, ctx: ssl.SSLContext | None, timeout_s: float
+) -> str | None:
+    """Why the broker refuses an MQTT session with the site's credentials, or None if it accepts.
+
+    The client id is the gateway's with ``-doctor`` appended, so a running gateway is not
+    disconnected by its own check.
+    """
+    import aiomqtt
+
+    try:
+        password = broker.password()
+    except OSError as e:
+        return f"the password file is unreadable ({e.strerror or e})"
+    version = aiomqtt.ProtocolVersion.V5 if broker.protocol == "5" else aiomqtt.ProtocolVersion.V311
+    client = aiomqtt.Client(
+        broker.host,
+        broker.port,
+        username=broker.username,
+        password=password,
+        identifier=f"{broker.client_id}-doctor",
+        protocol=version,
+        tls_context=ctx,
+        timeout=timeout_s,
+    )
+    try:
+        async with asyncio.timeout(timeout_s), client:
+            return None
+    except TimeoutError:
+        return f"no CONNACK within {timeout_s:g} s"
+    except aiomqtt.MqttError as e:
+        return str(e)
 
 
 # -- clock ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ files and real model files; the clock check against a stand-in ``timedatectl`` o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import ipaddress
@@ -128,7 +129,8 @@ def test_ble_adapter_presence_and_rfkill(tmp_path: Path) -> None:
 async def test_broker_reachable_and_unreachable() -> None:
     async with mosquitto() as broker:
         ok = await check_broker(broker_cfg(broker.port))
-    assert ok.status is Status.OK and "no TLS" in ok.detail
+    assert ok.status is Status.OK
+    assert ok.detail == "TCP connection ok (no TLS), MQTT 5 CONNECT accepted"
     down = await check_broker(broker_cfg(free_port()))
     assert down.status is Status.FAIL and "start the broker" in down.remedy
 
@@ -198,10 +200,41 @@ async def test_broker_tls_handshake_checks_the_ca(tmp_path: Path) -> None:
         good = await check_broker(broker_cfg(broker.port, tls=True, ca=ca))
         bad = await check_broker(broker_cfg(broker.port, tls=True, ca=other))
         plain_to_tls = await check_broker(broker_cfg(broker.port, tls=True, ca=None))
-    assert good.status is Status.OK and good.detail == "TLS handshake ok"
+    assert good.status is Status.OK
+    assert good.detail == "TLS handshake ok, MQTT 5 CONNECT accepted"
     assert bad.status is Status.FAIL and "certificate rejected" in bad.detail
     assert bad.remedy == "set [broker].ca_file to the CA that signed the broker's certificate"
     assert plain_to_tls.status is Status.FAIL
+
+
+@pytest.fixture
+def password_file(tmp_path: Path) -> Path:
+    """A mosquitto password file with user ``gw`` and password ``right-secret``."""
+    passwords = tmp_path / "passwd"
+    passwords.write_text("")
+    subprocess.run(
+        ["mosquitto_passwd", "-b", str(passwords), "gw", "right-secret"], check=True, timeout=30
+    )
+    os.chmod(passwords, 0o644)
+    return passwords
+
+
+async def test_broker_credentials_are_checked_with_an_mqtt_session(
+    password_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    extra = f"user root\nallow_anonymous false\npassword_file {password_file}\n"
+    async with mosquitto(extra=extra) as broker:
+        cfg = dataclasses.replace(
+            broker_cfg(broker.port), username="gw", password_env="TWINEDGE_TEST_BROKER_PASSWORD"
+        )
+        monkeypatch.setenv("TWINEDGE_TEST_BROKER_PASSWORD", "wrong")
+        bad = await check_broker(cfg)
+        monkeypatch.setenv("TWINEDGE_TEST_BROKER_PASSWORD", "right-secret")
+        good = await check_broker(cfg)
+    assert bad.status is Status.FAIL and "MQTT CONNECT failed" in bad.detail, bad.detail
+    assert "authoriz" in bad.detail.lower()
+    assert bad.remedy == "check [broker] username, password_file/password_env and protocol"
+    assert good.status is Status.OK and good.detail.endswith("MQTT 5 CONNECT accepted")
 
 
 async def test_a_silent_broker_times_out_with_a_remedy() -> None:
