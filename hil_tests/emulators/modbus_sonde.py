@@ -25,6 +25,7 @@ Fault knobs (plain attributes, change them at any time):
 
 Run ``python -m hil_tests.emulators.modbus_sonde --count 20`` to serve several sondes until
 interrupted (the benchmark and manual tests use this); it prints one JSON line with the paths.
+With ``--control`` it also obeys ``vanish N`` / ``reappear N`` lines on stdin and stops at EOF.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 import tty
 from contextlib import AsyncExitStack
@@ -299,7 +301,7 @@ class ModbusSonde:
         return data
 
 
-async def _serve(count: int, seed: int, link_dir: Path | None) -> None:
+async def _serve(count: int, seed: int, link_dir: Path | None, control: bool) -> None:
     async with AsyncExitStack() as stack:
         sondes = [
             await stack.enter_async_context(ModbusSonde(seed + i, link_dir=link_dir))
@@ -310,7 +312,30 @@ async def _serve(count: int, seed: int, link_dir: Path | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        async with asyncio.TaskGroup() as tg:
+            commands = tg.create_task(_commands(sondes, stop)) if control else None
+            await stop.wait()
+            if commands is not None:
+                commands.cancel()
+
+
+async def _commands(sondes: list[ModbusSonde], stop: asyncio.Event) -> None:
+    """``--control``: lines ``vanish N`` / ``reappear N`` on stdin; EOF stops the emulator."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        verb, _, index = line.decode().strip().partition(" ")
+        try:
+            sonde = sondes[int(index)]
+            if verb not in ("vanish", "reappear"):
+                raise ValueError(verb)
+        except (ValueError, IndexError):
+            print(json.dumps({"error": f"bad command {line.decode().strip()!r}"}), flush=True)
+            continue
+        getattr(sonde, verb)()
+        print(json.dumps({"done": verb, "sonde": int(index)}), flush=True)
+    stop.set()
 
 
 def main() -> None:
@@ -318,8 +343,11 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--link-dir", type=Path, default=None)
+    parser.add_argument(
+        "--control", action="store_true", help="read 'vanish N' / 'reappear N' lines on stdin"
+    )
     args = parser.parse_args()
-    asyncio.run(_serve(args.count, args.seed, args.link_dir))
+    asyncio.run(_serve(args.count, args.seed, args.link_dir, args.control))
 
 
 if __name__ == "__main__":
