@@ -438,7 +438,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_model(folder: Path) -> Check:
+def check_model_hash(folder: Path) -> Check:
     """The model file's sha256 matches its manifest."""
     try:
         found = _manifest(folder)
@@ -485,12 +485,34 @@ def check_model(folder: Path) -> Check:
             folder.name,
             Status.FAIL,
             f"{model.name} sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…",
-            f"reinstall the model: twinedge model install {folder.name} (or restore it)",
+            f"restore {folder} from the release (model file and manifest together)",
         )
     return Check("model", folder.name, Status.OK, f"version {version}, sha256 matches")
 
 
-def check_models(models_dir: Path | None) -> list[Check]:
+async def check_model(folder: Path) -> Check:
+    """The sha256 matches the manifest, then the runtime's own verification: onnxruntime opens
+    the model and its input and output match what the manifest states."""
+    found = await asyncio.to_thread(check_model_hash, folder)  # hashing a file blocks
+    if found.status is not Status.OK:
+        return found
+    from gateway.detect.bundle import load_bundle
+    from gateway.errors import ModelError
+
+    try:
+        await asyncio.to_thread(load_bundle, folder)  # onnxruntime session: a blocking call
+    except ModelError as e:
+        return Check(
+            "model",
+            folder.name,
+            Status.FAIL,
+            f"unusable: {e}",
+            f"restore {folder} from the release; twinedge model verify {folder} shows the details",
+        )
+    return Check("model", folder.name, Status.OK, f"{found.detail}, loads and matches its inputs")
+
+
+async def check_models(models_dir: Path | None) -> list[Check]:
     if models_dir is None:
         return [Check("model", "-", Status.SKIP, "the site names no models folder")]
     if not models_dir.is_dir():
@@ -504,7 +526,7 @@ def check_models(models_dir: Path | None) -> list[Check]:
             )
         ]
     folders = sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [check_model(f) for f in folders] or [
+    return [await check_model(f) for f in folders] or [
         Check("model", str(models_dir), Status.WARN, "no models installed: scoring is off")
     ]
 
@@ -530,7 +552,7 @@ async def run_checks(
     checks += await asyncio.gather(*pending)
     if site is not None:
         checks.append(check_disk(site.store_path, site.buffer.max_bytes))
-        checks += check_models(site.models_dir)
+        checks += await check_models(site.models_dir)
     return checks
 
 

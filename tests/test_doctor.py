@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 import ipaddress
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -315,30 +315,38 @@ async def test_store_integrity(tmp_path: Path) -> None:
 # -- models --------------------------------------------------------------------------------------
 
 
-def _model(folder: Path, content: bytes, manifest_sha: str | None = None) -> None:
-    folder.mkdir(parents=True)
-    (folder / "model.onnx").write_bytes(content)
-    sha = manifest_sha or hashlib.sha256(content).hexdigest()
-    (folder / "manifest.json").write_text(json.dumps({"version": "1.0.0", "sha256": sha}))
+def _bundle(folder: Path, name: str = "water-quality") -> Path:
+    """A copy of a shipped model bundle (model.onnx + manifest.json)."""
+    shutil.copytree(REPO / "models" / name, folder)
+    return folder
 
 
-def test_model_hashes(tmp_path: Path) -> None:
-    _model(tmp_path / "water-quality", b"onnx bytes")
-    _model(tmp_path / "streetlight", b"tampered", hashlib.sha256(b"original").hexdigest())
+async def test_model_bundles(tmp_path: Path) -> None:
+    _bundle(tmp_path / "water-quality")
+    tampered = _bundle(tmp_path / "streetlight", "streetlight")
+    with (tampered / "model.onnx").open("ab") as f:
+        f.write(b"\0")
+    wrong_input = _bundle(tmp_path / "counter", "pedestrian-counter")
+    manifest = json.loads((wrong_input / "manifest.json").read_text())
+    manifest["input"]["shape"][-1] += 1  # the manifest no longer describes the model
+    (wrong_input / "manifest.json").write_text(json.dumps(manifest))
     (tmp_path / "broken").mkdir()
-    found = {c.subject: c for c in check_models(tmp_path)}
-    assert found["water-quality"].status is Status.OK
+    found = {c.subject: c for c in await check_models(tmp_path)}
+    assert found["water-quality"].status is Status.OK, found["water-quality"].detail
+    assert found["water-quality"].detail.startswith("version 1.0.0, sha256 matches")
     assert found["streetlight"].status is Status.FAIL and "differs" in found["streetlight"].detail
+    assert found["counter"].status is Status.FAIL and "unusable" in found["counter"].detail
+    assert "twinedge model verify" in found["counter"].remedy
     assert found["broken"].status is Status.FAIL and "manifest" in found["broken"].detail
-    assert check_models(tmp_path / "none")[0].status is Status.FAIL
-    assert check_models(None)[0].status is Status.SKIP
+    assert (await check_models(tmp_path / "none"))[0].status is Status.FAIL
+    assert (await check_models(None))[0].status is Status.SKIP
 
 
 # -- a whole site, and the command -----------------------------------------------------------------
 
 
 def write_site(tmp: Path, broker_port: int, serial: str) -> Path:
-    _model(tmp / "models" / "water-quality", b"onnx bytes")
+    _bundle(tmp / "models" / "water-quality")
     site = tmp / "site.toml"
     site.write_text(f"""
 [gateway]
