@@ -66,12 +66,19 @@ class AnomalyEvent:
 
 @dataclass(slots=True)
 class _Window:
-    """The newest ``length`` rows of one asset, one row per period; latest value wins in a row."""
+    """The newest ``length`` rows of one asset, one row per period; latest value wins in a row.
+
+    ``open`` marks a newest row with updates not yet scored; ``received`` which quantities the
+    newest row has had so far (a row is complete when all have arrived).
+    """
 
     values: npt.NDArray[np.float64]
+    received: npt.NDArray[np.bool_]
     filled: int = 0
     row_time: float = -math.inf
+    open: bool = False
     flagged: bool = False
+    last_score: float | None = None
     pending: list[Reading] = field(default_factory=list)
 
     def starts_row(self, t: float, period: float) -> bool:
@@ -83,15 +90,17 @@ class _Window:
         if self.filled == 0:
             self.values[:, q] = value  # a new window is padded with its first row
             self.filled, self.row_time = 1, t
-            return
-        if self.starts_row(t, period):
+        elif self.starts_row(t, period):
             self.values[:-1] = self.values[1:]
             self.filled += 1
             self.row_time = t
+            self.received[:] = False
         if self.filled == 1:
             self.values[:, q] = value
         else:
             self.values[-1, q] = value
+        self.received[q] = True
+        self.open = True
 
 
 @dataclass(slots=True)
@@ -126,9 +135,8 @@ class _Model:
         return f"{self.bundle.name}@{self.bundle.version}"
 
     def new_window(self) -> _Window:
-        values = np.empty((self.bundle.window, len(self.qindex)))
-        values[:] = np.nan
-        return _Window(values)
+        values = np.full((self.bundle.window, len(self.qindex)), np.nan)
+        return _Window(values, np.zeros(len(self.qindex), dtype=bool))
 
     def record(self, scores: npt.NDArray[np.float32], seconds: float) -> None:
         n = len(scores)
@@ -192,6 +200,7 @@ class Detector:
     def score(self, readings: list[Reading]) -> list[AnomalyEvent]:
         """Score a batch in place (``score``, ``quality``) and return anomaly start/end events."""
         requests: dict[str, list[_Request]] = {}
+        touched: dict[str, _Window] = {}
         for r in readings:
             model = self._model_of(r.asset)
             q = model.qindex.get(r.quantity) if model is not None else None
@@ -204,18 +213,37 @@ class Detector:
             if win is None:
                 win = self._windows[r.asset] = model.new_window()
             period = model.bundle.period_s
-            if win.pending and win.starts_row(r.time, period):
+            if win.open and win.starts_row(r.time, period):
                 requests.setdefault(model.bundle.category, []).append(self._snapshot(r.asset, win))
             win.put(q, float(r.value), r.time, period)
             win.pending.append(r)
-        for asset, win in self._windows.items():
-            if win.pending:
+            touched[r.asset] = win
+        partial: list[tuple[str, _Window]] = []
+        for asset, win in touched.items():
+            if win.open and win.received.all():
                 category = self._assets[asset]
                 requests.setdefault(category, []).append(self._snapshot(asset, win))
+            elif win.pending:
+                partial.append((asset, win))
         events: list[AnomalyEvent] = []
         for category, reqs in requests.items():
             events.extend(self._run(self._models[category], reqs))
+        for asset, win in partial:
+            self._provisional(asset, win)
         return events
+
+    def _provisional(self, asset: str, win: _Window) -> None:
+        """Readings of a row still missing quantities take the asset's current score and state.
+
+        The row itself is scored once it is complete (or the next row starts), so a batch cut
+        in the middle of a row never scores a half-updated row.
+        """
+        active = self._models[self._assets[asset]].mode == "active"
+        for r in win.pending:
+            r.score = win.last_score
+            if win.flagged and active and r.quality is Quality.GOOD:
+                r.quality = Quality.SUSPECT
+        win.pending = []
 
     def _model_of(self, asset: str) -> _Model | None:
         category = self._assets.get(asset)
@@ -228,7 +256,7 @@ class Detector:
         if missing.any():
             values[missing] = np.broadcast_to(model.defaults, values.shape)[missing]
         req = _Request(asset, values, win.filled, win.row_time, win.pending)
-        win.pending = []
+        win.pending, win.open = [], False
         return req
 
     def _run(self, model: _Model, reqs: list[_Request]) -> list[AnomalyEvent]:
@@ -261,6 +289,7 @@ class Detector:
         self, model: _Model, req: _Request, score: float, thr: float, flagged: bool
     ) -> AnomalyEvent | None:
         win = self._windows[req.asset]
+        win.last_score = score
         if not win.flagged and flagged:
             win.flagged, state = True, "start"
         elif win.flagged and score < thr * model.clear_ratio:
