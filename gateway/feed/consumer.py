@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -138,9 +138,13 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         raise task.exception()  # type: ignore[misc]
 
 
-def default_filters(prefix: str = "twinedge/v1") -> list[str]:
+UPLINK_LEAVES = ("status", "readings", "twin/+", "delta/+", "event/+", "applied/+")
+
+
+def default_filters(
+    prefix: str = "twinedge/v1", leaves: Sequence[str] = UPLINK_LEAVES
+) -> list[str]:
     """Everything the gateways publish under ``prefix`` (not the downlink topics)."""
-    leaves = ("status", "readings", "twin/+", "delta/+", "event/+", "applied/+")
     return [f"{prefix}/+/+/{leaf}" for leaf in leaves]
 
 
@@ -153,10 +157,12 @@ async def run_sink(
     share: str | None = None,
     on_batch: Callable[[TwinStore], None] | None = None,
     ready: asyncio.Event | None = None,
+    leaves: Sequence[str] = UPLINK_LEAVES,
 ) -> None:
     """Materialise the feed into ``db`` until cancelled. ``share`` joins a shared subscription;
-    ``ready`` is set once subscribed; ``on_batch`` sees the store after every batch."""
-    filters = default_filters(prefix)
+    ``ready`` is set once subscribed; ``on_batch`` sees the store after every batch; ``leaves``
+    narrows the subscription (e.g. ``("readings", "event/+")`` for a shared readings sink)."""
+    filters = default_filters(prefix, leaves)
     if share:
         filters = [f"$share/{share}/{f}" for f in filters]
     with TwinStore(db) as store:

@@ -34,6 +34,8 @@ _LEAVES = {
     "rebirth": ("rebirth",),
 }
 _WITH_ASSET = ("twin", "delta", "event", "applied", "desired", "command")
+#: the high-rate kinds (and the twins of a birth storm) that light validation checks by hand
+_LIGHT = ("readings", "delta", "twin")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ def decode(topic: str, payload: bytes, validation: Validation = "full") -> FeedM
     kind = doc.get("kind", info.leaf)
     if kind not in _LEAVES[info.leaf]:
         raise FrameError(f"{topic}: kind {kind!r} does not belong on a {info.leaf} topic")
-    if validation == "full" or kind not in ("readings", "delta"):
+    if validation == "full" or kind not in _LIGHT:
         errors = sorted(schemas.validator(str(kind)).iter_errors(doc), key=lambda e: e.path)
         if errors:
             e = errors[0]
@@ -115,7 +117,7 @@ _NUM = (int, float)
 
 
 def _light(topic: str, doc: Mapping[str, Any]) -> None:
-    """What the sink relies on in the two high-rate kinds (readings, delta), checked by hand."""
+    """What the sink relies on in the high-rate kinds (readings, delta, twin), checked by hand."""
     if doc.get("v") != FEED_VERSION:
         raise FrameError(f"{topic}: v: expected {FEED_VERSION}, got {doc.get('v')!r}")
     for name in ("gateway", "session", "key"):
@@ -123,12 +125,14 @@ def _light(topic: str, doc: Mapping[str, Any]) -> None:
             raise FrameError(f"{topic}: {name}: expected a non-empty string")
     if not isinstance(doc.get("ts"), _NUM):
         raise FrameError(f"{topic}: ts: expected a number")
-    if doc["kind"] == "delta":
+    if doc["kind"] in ("delta", "twin"):
+        body = "patch" if doc["kind"] == "delta" else "twin"
         rev = doc.get("revision")
-        if type(rev) is not int or rev < 1:
-            raise FrameError(f"{topic}: revision: expected an integer >= 1, got {rev!r}")
-        if not isinstance(doc.get("patch"), dict) or not isinstance(doc.get("asset"), str):
-            raise FrameError(f"{topic}: patch/asset: expected an object and a string")
+        low = 1 if body == "patch" else 0
+        if type(rev) is not int or rev < low:
+            raise FrameError(f"{topic}: revision: expected an integer >= {low}, got {rev!r}")
+        if not isinstance(doc.get(body), dict) or not isinstance(doc.get("asset"), str):
+            raise FrameError(f"{topic}: {body}/asset: expected an object and a string")
         return
     rows = doc.get("rows")
     if doc.get("columns") != list(READING_COLUMNS) or not isinstance(rows, list) or not rows:

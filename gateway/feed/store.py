@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.feed.decode import FeedMessage
-from gateway.twin import merge_patch
 
-__all__ = ["RebirthRequest", "SinkCounters", "TwinStore"]
+__all__ = ["RebirthRequest", "SinkCounters", "TwinStore", "merge_patch"]
 
 log = logging.getLogger("twinedge.feed.store")
 
@@ -58,6 +57,20 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         """,
     ),
 )
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 in place: objects merge, ``None`` deletes, anything else replaces. The patch
+    comes from a freshly decoded message, so its values are taken without copying."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif type(value) is dict:
+            cur = target.get(key)
+            target[key] = merge_patch(cur, value) if type(cur) is dict else merge_patch({}, value)
+        else:
+            target[key] = value
+    return target
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,17 +53,17 @@ def load(name: str) -> dict[str, Any]:
 
 
 def _retrieve(uri: str) -> Resource[Any]:
-    if uri.startswith(FEED_BASE):
-        return Resource.from_contents(load(uri[len(FEED_BASE) :].removesuffix(".json")))
-    if uri == SDM_COMMON:
-        return Resource.from_contents(_read("sdm", "common-schema.json"))
     raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs class; never fetched
 
 
 @functools.cache
 def registry() -> Registry[Any]:
-    """A registry resolving every schema ``$id`` used here to the files in this package."""
-    return Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+    """A registry holding every schema ``$id`` used here, loaded once from this package."""
+    docs = [load(n) for n in (*UPLINK_KINDS, *DOWNLINK_KINDS, "common", "twin-state")]
+    docs.append(_read("sdm", "common-schema.json"))
+    resources_ = [(d["$id"], Resource.from_contents(d)) for d in docs]
+    reg: Registry[Any] = Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+    return reg.with_resources(resources_).crawl()
 
 
 @functools.cache
