@@ -38,6 +38,7 @@ class Fanout:
         self.queues: set[asyncio.Queue[dict[str, Any]]] = set()
         self.maxsize = maxsize
         self.dropped = 0
+        self.changed = asyncio.Condition()
 
     def publish(self, event: dict[str, Any]) -> None:
         for q in self.queues:
@@ -49,7 +50,9 @@ class Fanout:
     @asynccontextmanager
     async def events(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         q: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.maxsize)
-        self.queues.add(q)
+        async with self.changed:
+            self.queues.add(q)
+            self.changed.notify_all()
 
         async def gen() -> AsyncIterator[dict[str, Any]]:
             while True:
@@ -152,8 +155,8 @@ async def _sse_rate(url: str, fan: Fanout, clients: int, seconds: float) -> dict
     counts = [0] * clients
     async with aiohttp.ClientSession() as http:
         tasks = [asyncio.create_task(_sse_client(http, url, counts, i)) for i in range(clients)]
-        while len(fan.queues) < clients + 1:  # the clients and the server's history recorder
-            await asyncio.sleep(0.01)
+        async with fan.changed:  # the clients and the server's history recorder subscribed
+            await fan.changed.wait_for(lambda: len(fan.queues) >= clients + 1)
         event = {
             "type": "reading",
             "asset": "wq-000",

@@ -207,23 +207,40 @@ def _assets(snap: Mapping[str, Any]) -> list[Family]:
 
 
 def _models(snap: Mapping[str, Any]) -> list[Family]:
+    """Per category's model, from the detector's stats (``rows_scored``, ``us_per_row``, ...)."""
     info = Family("twinedge_model_info", "gauge", "Loaded anomaly model; the value is always 1")
-    scored = Family("twinedge_model_scored_total", "counter", "Readings scored by the model")
+    scored = Family("twinedge_model_scored_total", "counter", "Rows scored by the model")
+    flagged = Family("twinedge_model_flagged_total", "counter", "Rows scored above threshold")
+    events = Family("twinedge_model_anomaly_events_total", "counter", "Anomaly events raised")
+    per_row = Family(
+        "twinedge_model_inference_microseconds_per_row",
+        "gauge",
+        "Mean scoring time per row (features and inference)",
+    )
     timing = Family(
         "twinedge_model_inference_milliseconds",
         "gauge",
         "Model inference time per call by quantile",
     )
     load = Family("twinedge_model_load_milliseconds", "gauge", "Time the model took to load")
-    for name, model in _section(snap, "models").items():
+    for category, model in _section(snap, "models").items():
         if not isinstance(model, Mapping):
             continue
-        info.add(1, model=name, version=model.get("version", ""), mode=model.get("mode", ""))
-        scored.add(model.get("scored"), model=name)
-        load.add(model.get("load_ms"), model=name)
+        info.add(
+            1,
+            category=category,
+            model=model.get("model", category),
+            version=model.get("version", ""),
+            mode=model.get("mode", ""),
+        )
+        scored.add(model.get("rows_scored", model.get("scored")), category=category)
+        flagged.add(model.get("rows_flagged"), category=category)
+        events.add(model.get("events"), category=category)
+        per_row.add(model.get("us_per_row"), category=category)
+        load.add(model.get("load_ms"), category=category)
         for q, value in _section(model, "latency_ms").items():
-            timing.add(value, model=name, quantile=_quantile(q))
-    return [info, scored, timing, load]
+            timing.add(value, category=category, quantile=_quantile(q))
+    return [info, scored, flagged, events, per_row, timing, load]
 
 
 def _api(stats: _Stats) -> list[Family]:

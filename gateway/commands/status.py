@@ -257,15 +257,17 @@ def render_status(snap: Mapping[str, Any], console: Any) -> None:
     models = _section(snap, "models")
     if models:
         table = Table(title="Models", title_justify="left")
-        for col in ("Model", "Version", "Mode", "Scored"):
+        for col in ("Category", "Model", "Mode", "Scored", "Flagged", "µs/row"):
             table.add_column(col)
-        for name, m in models.items():
+        for category, m in models.items():
             if isinstance(m, Mapping):
                 table.add_row(
-                    name,
-                    str(m.get("version", "")),
+                    category,
+                    str(m.get("model", m.get("version", ""))),
                     str(m.get("mode", "")),
-                    str(m.get("scored", "")),
+                    str(m.get("rows_scored", m.get("scored", ""))),
+                    str(m.get("rows_flagged", "")),
+                    str(m.get("us_per_row", "")),
                 )
         console.print(table)
     warnings = [w for w in snap.get("warnings") or [] if isinstance(w, Mapping)]

@@ -143,12 +143,19 @@ def snapshot() -> dict[str, Any]:
             "sl-1": twin("sl-1", "streetlight", {"power": (41.5, "WTT"), "dim_level": (80, "P1")}),
         },
         "models": {
-            "water-quality": {
+            "water-quality": {  # as gateway.detect's Detector.stats() reports a model
+                "model": "water-quality@1.0.0",
                 "version": "1.0.0",
                 "sha256": "ab" * 32,
                 "mode": "active",
-                "scored": 1234,
-                "latency_ms": {"p50": 0.02, "p99": 0.1},
+                "category": "water-quality",
+                "threshold": 0.3,
+                "rows_scored": 1234,
+                "rows_flagged": 17,
+                "events": 2,
+                "scores": {"n": 100, "mean": 0.05, "p50": 0.03, "p95": 0.2, "p99": 0.4},
+                "us_per_row": 6.3,
+                "load_ms": 4.1,
             }
         },
         "warnings": [

@@ -196,3 +196,12 @@ async def test_status_wait_rides_out_a_gateway_that_is_still_starting() -> None:
             out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert "gw-test" in out.decode()
+
+
+async def test_status_lists_the_models() -> None:
+    hub, snap = Hub(), snapshot()
+    async with serve_api(status=lambda: snap, events=hub.events, port=0) as api:
+        code, out, err = await run("status", "--url", api.url)
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if "water-quality@1.0.0" in line)
+    assert "active" in row and "1234" in row and "17" in row and "6.3" in row

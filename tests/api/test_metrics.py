@@ -56,8 +56,17 @@ def test_snapshot_figures_become_metrics() -> None:
     assert m['twinedge_device_frames_bad_total{asset="wq-1"}'] == 2
     assert m['twinedge_device_reconnects_total{asset="sl-1"}'] == 3
     assert m['twinedge_device_active_anomalies{asset="wq-1"}'] == 1
-    assert m['twinedge_model_scored_total{model="water-quality"}'] == 1234
-    assert m['twinedge_model_inference_milliseconds{model="water-quality",quantile="0.5"}'] == 0.02
+    assert m['twinedge_model_scored_total{category="water-quality"}'] == 1234
+    assert m['twinedge_model_flagged_total{category="water-quality"}'] == 17
+    assert m['twinedge_model_inference_microseconds_per_row{category="water-quality"}'] == 6.3
+    assert m['twinedge_model_load_milliseconds{category="water-quality"}'] == 4.1
+    assert (
+        m[
+            'twinedge_model_info{category="water-quality",model="water-quality@1.0.0",'
+            'version="1.0.0",mode="active"}'
+        ]
+        == 1
+    )
     assert m["twinedge_api_sse_clients"] == 2
 
 

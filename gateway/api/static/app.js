@@ -145,11 +145,12 @@ function renderSummary() {
 function renderModels() {
   const body = document.getElementById("models"); body.replaceChildren();
   for (const [name, m] of Object.entries(snap.models || {})) {
-    body.append(el("tr", {}, el("td", {}, name), el("td", {}, m.version || ""),
-      el("td", {}, m.mode || ""), el("td", {}, num(m.scored))));
+    body.append(el("tr", {}, el("td", {}, m.model || name), el("td", {}, m.version || ""),
+      el("td", {}, m.mode || ""), el("td", {}, num(m.rows_scored ?? m.scored)),
+      el("td", {}, num(m.rows_flagged)), el("td", {}, num(m.us_per_row))));
   }
   if (!body.children.length) {
-    body.append(el("tr", {}, el("td", {colspan: "4", class: "small"}, "no models loaded")));
+    body.append(el("tr", {}, el("td", {colspan: "6", class: "small"}, "no models loaded")));
   }
 }
 
