@@ -9,7 +9,7 @@ SCHEMA = {
     "buffer_frames": (64, "int", 1, 4096),
     "resend_s": (3.0, "float", 0.2, 600.0),
     "link_timeout_s": (10.0, "float", 1.0, 3600.0),
-    "hello_s": (5.0, "float", 0.5, 3600.0),
+    "hello_s": (5.0, "float", 0.2, 3600.0),
     "wdt_ms": (8000, "int", 0, 60000),
 }
 #: per-sensor periods are stored as "period.<sensor>"
