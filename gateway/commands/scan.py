@@ -334,14 +334,15 @@ async def _scan_ble(seconds: float, backend: Any, errors: list[str]) -> list[Fou
 def _ble_found(d: Any) -> Found:
     from gateway.profiles import load_profile
 
-    found = Found("ble", str(d.address), name=d.name or "", kind="ble-device", rssi=d.rssi)
+    name = d.name or getattr(d, "device_id", None) or ""
+    found = Found("ble", str(d.address), name=name, kind="ble-device", rssi=d.rssi)
     if d.profile:
         profile = load_profile(d.profile)
         found.profile, found.category = profile.name, profile.category
-        if profile.transport == "ble-adv" and d.name:
-            found.spec = f"ble-adv:{d.name}"
-        else:
-            found.spec = f"ble:{d.address}"
+        found.spec = getattr(d, "spec", None)
+        if found.spec is None:  # derive it as the ble and ble-adv sources name devices
+            by_name = profile.transport == "ble-adv" and name
+            found.spec = f"ble-adv:{name}" if by_name else f"ble:{d.address}"
     return found
 
 
@@ -394,11 +395,13 @@ def site_toml(
 
 
 def _asset_id(f: Found, used: set[str]) -> str:
-    base = _ID_CHARS.sub("-", f.name).strip("-.") if f.kind != "modbus-sonde" else ""
-    base = (base or f"{f.category}")[:60]
-    aid, n = base, 1
-    while aid in used or not aid[0].isalnum():
+    """The device's own name when it is a usable id (light-01, counter-0007), else category-N."""
+    name = _ID_CHARS.sub("-", f.name).strip("-.")[:64] if f.kind != "modbus-sonde" else ""
+    if name and name[0].isalnum() and name not in used:
+        used.add(name)
+        return name
+    n = 1
+    while f"{f.category}-{n}" in used:
         n += 1
-        aid = f"{base}-{n}"
-    used.add(aid)
-    return aid
+    used.add(f"{f.category}-{n}")
+    return f"{f.category}-{n}"

@@ -91,7 +91,7 @@ def test_site_file_from_ble_and_modbus_finds_passes_config_check(tmp_path: Path)
     assert [(a.id, a.source.raw) for a in site.assets] == [
         ("light-01", "ble:E0:00:00:00:00:01"),
         ("counter-0007", "ble-adv:counter-0007"),
-        ("water-quality", "modbus:/dev/ttyUSB1?unit=1"),
+        ("water-quality-1", "modbus:/dev/ttyUSB1?unit=1"),
         ("water-quality-2", "modbus:/dev/ttyUSB2?unit=1"),
     ]
 
