@@ -329,6 +329,9 @@ class ModbusSource:
                 yield reading
             self.failures = 0 if ok else self.failures + 1
             next_at = max(next_at + self.line.period, started + self.wait_after_failure())
+            now = time.monotonic()
+            if next_at < now - self.line.period:  # fell behind (busy consumer): no burst
+                next_at = now
 
     def wait_after_failure(self) -> float:
         """How long after a poll the next may start: the period, doubled per failed poll."""
@@ -342,7 +345,6 @@ class ModbusSource:
         if self._client is None:
             raise SourceError(self.device, "source is not open")
         self._seq += 1
-        received_at = time.time()
         readings: list[Reading] = []
         all_ok = True
         for block in self.blocks:
@@ -350,7 +352,7 @@ class ModbusSource:
             if words is None:
                 all_ok = False
                 continue
-            readings.extend(self._decode_block(block, words, received_at))
+            readings.extend(self._decode_block(block, words, time.time()))
         return readings, all_ok
 
     async def _read(self, block: Block) -> list[int] | None:

@@ -236,3 +236,20 @@ async def test_line_settings_the_port_refuses_are_a_source_error(sonde: ModbusSo
     with pytest.raises(SourceError, match="cannot open serial port"):
         async with open_source(f"modbus:{sonde.port_path}?parity=E", context()):
             pass
+
+
+async def test_a_stalled_consumer_does_not_cause_a_burst_of_polls(sonde: ModbusSonde) -> None:
+    ctx = context()
+    async with open_source(f"modbus:{sonde.port_path}?period=50ms&timeout=500ms", ctx) as src:
+        it = aiter(src)
+        for _ in range(6):
+            await anext(it)
+        await asyncio.sleep(0.5)  # the stimulus: the gateway is busy for ten periods
+        stalled_at = time.monotonic()
+        async with asyncio.timeout(5):
+            for _ in range(3 * 6):
+                await anext(it)
+    after = [t for t in sonde.request_times if t >= stalled_at]
+    assert len(after) >= 2
+    # one catch-up poll at once, then the period again rather than ten polls back to back
+    assert min(b - a for a, b in itertools.pairwise(after[1:])) >= 0.04
