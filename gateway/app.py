@@ -12,7 +12,6 @@ the outbox before the twin shows it and before anything upstream sees it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -30,6 +29,7 @@ from gateway.errors import ModelError
 from gateway.hub import Hub
 from gateway.outbox import Outbox, StoreError
 from gateway.readings import Reading
+from gateway.security import DownlinkGuard, NonceStore, SignatureError
 from gateway.sources import Commandable, Source, SourceContext, parse_duration
 from gateway.supervise import supervise
 from gateway.sync import messages
@@ -69,6 +69,8 @@ class Gateway:
         self.sources: dict[str, Source] = {}
         self.readings_in = 0
         self.downlink_refused = 0
+        self.downlink_refusals: dict[str, int] = {}  # signature refusals by reason
+        self.downlink_guard: DownlinkGuard | None = None
         self.warnings: deque[dict[str, Any]] = deque(maxlen=50)
         self.started_at = time.time()
         self.detector: Any = None
@@ -124,6 +126,12 @@ class Gateway:
         if self.outbox.recovered_from is not None:
             self.warn(f"store was unreadable; moved aside to {self.outbox.recovered_from.name}")
         await self._restore_twins()
+        sec = self.site.security
+        store = self.site.store_path
+        nonces = sec.nonce_file or store.with_name(store.name + ".nonces.json")
+        self.downlink_guard = DownlinkGuard(
+            sec.trusted, sec.require_signed_downlink, NonceStore(nonces)
+        )
         self.detector = self._load_detector()
         if self.broker is not None:
             self.uplink = await self._stack.enter_async_context(
@@ -374,10 +382,16 @@ class Gateway:
 
     async def _on_downlink(self, kind: str, asset: str, payload: bytes) -> None:
         twin = self.twins.get(asset)
-        try:
-            doc = json.loads(payload.decode("utf-8"))  # strictly UTF-8: no encoding sniffing
-            if not isinstance(doc, dict):
-                raise ValueError("expected a JSON object")
+        assert self.downlink_guard is not None  # set at start
+        try:  # strictly UTF-8 JSON; the signature checked (and its nonce spent) before any use
+            doc = self.downlink_guard.open(payload, f"{self.topics.base}/{kind}/{asset}")
+        except SignatureError as e:
+            self._refuse(kind, asset, f"signature refused: {e}")
+            self.downlink_refusals[e.reason] = self.downlink_refusals.get(e.reason, 0) + 1
+            if twin is not None:
+                ref = e.ref or f"refused-{e.reason}"
+                self._publish_applied(asset, ref, dict(twin.config), [f"refused: {e}"])
+            return
         except ValueError as e:
             self._refuse(kind, asset, f"not a JSON object ({e})")
             return
@@ -525,7 +539,9 @@ class Gateway:
             },
             "downlink": {
                 "refused": self.downlink_refused
-                + (self.uplink.downlink_refused if self.uplink else 0)
+                + (self.uplink.downlink_refused if self.uplink else 0),
+                "signature_refused": dict(self.downlink_refusals),
+                "signed_required": self.site.security.require_signed_downlink,
             },
         }
 

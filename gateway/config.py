@@ -20,7 +20,15 @@ from gateway.errors import ConfigError
 from gateway.profiles import Profile, load_profile
 from gateway.sources import SourceSpec, parse_duration, parse_spec
 
-__all__ = ["ApiConfig", "AssetConfig", "BrokerConfig", "BufferConfig", "Site", "load_site"]
+__all__ = [
+    "ApiConfig",
+    "AssetConfig",
+    "BrokerConfig",
+    "BufferConfig",
+    "SecurityConfig",
+    "Site",
+    "load_site",
+]
 
 CATEGORIES = ("water-quality", "streetlight", "pedestrian-counter")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -42,6 +50,7 @@ class BrokerConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    pin_sha256: tuple[str, ...] = ()  # hex SHA-256 of the broker's certificate or public key
     keepalive: float = 30.0
     batch_max: int = 1000
     inflight: int = 16
@@ -85,6 +94,16 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Who may sign downlink messages and model bundles (see docs/security.md)."""
+
+    trusted_keys: tuple[Path, ...] = ()
+    trusted: dict[str, bytes] = field(default_factory=dict)  # key id -> raw Ed25519 public key
+    require_signed_downlink: bool = False
+    nonce_file: Path | None = None  # seen nonces, kept until their envelope expires
+
+
+@dataclass(frozen=True, slots=True)
 class AssetConfig:
     id: str
     category: str
@@ -110,6 +129,7 @@ class Site:
     models_dir: Path | None = None
     projection: dict[str, Any] = field(default_factory=dict)
     delta_interval: float = 1.0
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 class _Table:
@@ -201,6 +221,7 @@ def parse_site(data: dict[str, Any], file: Path) -> Site:
     if not isinstance(projection, dict):
         raise ConfigError(str(file), "projection", "a table", projection)
     assets = _assets(root, stale_default, base)
+    security = _security(root.sub("security"), base, store)
     root.done()
     return Site(
         file,
@@ -214,6 +235,7 @@ def parse_site(data: dict[str, Any], file: Path) -> Site:
         models_dir,
         projection,
         delta_interval,
+        security,
     )
 
 
@@ -263,14 +285,67 @@ def _broker(t: _Table, gateway_id: str, base: Path) -> BrokerConfig:
         ca_file=existing("ca_file"),
         cert_file=existing("cert_file"),
         key_file=existing("key_file"),
+        pin_sha256=_pins(t),
         keepalive=t.duration("keepalive", "30s"),
         batch_max=t.integer("batch_max", 1000),
         inflight=t.integer("inflight", 16),
     )
     if (cfg.cert_file is None) != (cfg.key_file is None):
         raise ConfigError(t.file, t.path("key_file"), "cert_file and key_file given together")
-    if (cfg.ca_file or cfg.cert_file) and not tls:
+    if (cfg.ca_file or cfg.cert_file or cfg.pin_sha256) and not tls:
         raise ConfigError(t.file, t.path("url"), "an 'mqtts://' URL when TLS files are given", url)
+    t.done()
+    return cfg
+
+
+def _pins(t: _Table) -> tuple[str, ...]:
+    raw = t.get("pin_sha256", [])
+    items = [raw] if isinstance(raw, str) else raw
+    what = "a SHA-256 in hex (64 digits, ':' allowed) or a list of them"
+    if not isinstance(items, list):
+        raise ConfigError(t.file, t.path("pin_sha256"), what, raw)
+    pins = []
+    for item in items:
+        pin = item.replace(":", "").lower() if isinstance(item, str) else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", pin):
+            raise ConfigError(t.file, t.path("pin_sha256"), what, item)
+        pins.append(pin)
+    return tuple(pins)
+
+
+def _security(t: _Table, base: Path, store: Path) -> SecurityConfig:
+    from gateway.security import key_id, load_public_key
+
+    keys = t.get("trusted_keys", [])
+    if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+        raise ConfigError(t.file, t.path("trusted_keys"), "a list of public key files", keys)
+    paths = tuple(base / k for k in keys)
+    trusted: dict[str, bytes] = {}
+    for i, p in enumerate(paths):
+        try:
+            raw = load_public_key(p)
+        except ValueError as e:
+            raise ConfigError(
+                t.file,
+                f"{t.path('trusted_keys')}[{i}]",
+                f"an Ed25519 public key file ({e})",
+                str(p),
+            ) from None
+        trusted[key_id(raw)] = raw
+    require = t.get("require_signed_downlink", bool(trusted))
+    if not isinstance(require, bool):
+        raise ConfigError(t.file, t.path("require_signed_downlink"), "true or false", require)
+    if require and not trusted:
+        raise ConfigError(
+            t.file, t.path("trusted_keys"), "at least one key when signed downlink is required"
+        )
+    nonce = t.opt_string("nonce_file")
+    cfg = SecurityConfig(
+        paths,
+        trusted,
+        require,
+        base / nonce if nonce else store.with_name(store.name + ".nonces.json"),
+    )
     t.done()
     return cfg
 

@@ -11,6 +11,7 @@ retained death on the status topic. Reconnects back off exponentially with jitte
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import random
@@ -72,6 +73,7 @@ class Uplink:
         self.published_messages = 0
         self.published_bytes = 0
         self.downlink_refused = 0
+        self.last_error: str | None = None  # why the last connection failed, safe to show
         self.last_ack_at: float | None = None
         self._latency_ms: deque[float] = deque(maxlen=4096)
         self._wake = asyncio.Event()
@@ -129,7 +131,8 @@ class Uplink:
                     delay = 0.25
                     await self._session(client)
             except* (aiomqtt.MqttError, OSError, TimeoutError) as eg:
-                log.warning("uplink to %s lost: %s", self.cfg.display_url, eg.exceptions[0])
+                self.last_error = explain(eg.exceptions[0])
+                log.warning("uplink to %s lost: %s", self.cfg.display_url, self.last_error)
             finally:
                 self._client = None
                 self._connected.clear()
@@ -169,9 +172,12 @@ class Uplink:
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.cfg.tls:
             return None
-        ctx = ssl.create_default_context(
-            cafile=None if self.cfg.ca_file is None else str(self.cfg.ca_file)
-        )
+        ctx = _PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.pins = frozenset(self.cfg.pin_sha256)
+        if self.cfg.ca_file is None:
+            ctx.load_default_certs()
+        else:
+            ctx.load_verify_locations(cafile=str(self.cfg.ca_file))
         if self.cfg.cert_file is not None and self.cfg.key_file is not None:
             ctx.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
         return ctx
@@ -301,5 +307,70 @@ class Uplink:
             "last_ack_at": self.last_ack_at,
             "publish_latency_ms": {"p50": pct(0.5), "p99": pct(0.99)},
             "reconnects": self.reconnects,
+            "last_error": self.last_error,
             "downlink_refused": self.downlink_refused,
         }
+
+
+class PinMismatch(ssl.SSLCertVerificationError):
+    """The broker's certificate verified but matches none of ``pin_sha256``."""
+
+
+class _PinnedSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        pins: frozenset[str] = getattr(self.context, "pins", frozenset())
+        if not pins:
+            return
+        der = self.getpeercert(binary_form=True) or b""
+        if not pins & cert_pins(der):
+            self.close()
+            raise PinMismatch("the broker's certificate matches none of pin_sha256")
+
+
+class _PinnedContext(ssl.SSLContext):
+    """A client context that also checks the broker certificate against the configured pins."""
+
+    sslsocket_class = _PinnedSocket
+    pins: frozenset[str] = frozenset()
+
+
+def cert_pins(der: bytes) -> set[str]:
+    """The SHA-256 (hex) of a DER certificate and of its SubjectPublicKeyInfo: either may be
+    pinned (the public key's pin survives a certificate renewal with the same key)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization as ser
+
+    pins = {hashlib.sha256(der).hexdigest()}
+    try:
+        spki = (
+            x509.load_der_x509_certificate(der)
+            .public_key()
+            .public_bytes(ser.Encoding.DER, ser.PublicFormat.SubjectPublicKeyInfo)
+        )
+    except ValueError:
+        return pins
+    pins.add(hashlib.sha256(spki).hexdigest())
+    return pins
+
+
+def explain(err: BaseException) -> str:
+    """A connection failure in words a technician can act on; never includes credentials."""
+    while isinstance(err, aiomqtt.MqttError) and isinstance(err.__context__, OSError):
+        err = err.__context__  # aiomqtt re-raises socket and TLS errors as a bare MqttError
+    text = str(err) or type(err).__name__
+    if isinstance(err, PinMismatch):
+        return f"TLS: {text} (check [broker] pin_sha256)"
+    if isinstance(err, ssl.SSLCertVerificationError):
+        why = err.verify_message or text
+        return f"TLS: the broker's certificate is not trusted ({why}; check [broker] ca_file)"
+    if isinstance(err, ssl.SSLError):
+        low = text.lower()
+        if "certificate required" in low:
+            return "TLS: the broker requires a client certificate (set cert_file and key_file)"
+        if any(k in low for k in ("unknown ca", "bad certificate", "certificate unknown")):
+            return f"TLS: the broker refused our client certificate ({text})"
+        return f"TLS: {text}"
+    if isinstance(err, ConnectionResetError | BrokenPipeError):
+        return f"connection closed by the broker ({text}); with TLS, check the client certificate"
+    return text
