@@ -9,7 +9,7 @@ try:
 except AttributeError:  # CPython
 
     def ticks_ms():
-        return time.monotonic_ns() // 1_000_000
+        return time.monotonic_ns() // 1_000_000  # type: ignore[attr-defined]
 
     def ticks_diff(a, b):
         return a - b

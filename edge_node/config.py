@@ -25,11 +25,12 @@ class ConfigError(ValueError):
 def check(key, value):
     """Validate (and normalise) one value; raises ConfigError naming the key."""
     if key.startswith(PERIOD_PREFIX) and len(key) > len(PERIOD_PREFIX):
-        spec = SCHEMA["period_s"]
+        key_spec = "period_s"
     else:
-        spec = SCHEMA.get(key)
-        if spec is None:
-            raise ConfigError(key, f"one of {sorted(SCHEMA)} or period.<sensor>", value)
+        key_spec = key
+    spec = SCHEMA.get(key_spec)
+    if spec is None:
+        raise ConfigError(key, f"one of {sorted(SCHEMA)} or period.<sensor>", value)
     _, kind, lo, hi = spec
     if kind == "str":
         if not isinstance(value, str) or not lo <= len(value) <= hi:

@@ -188,12 +188,13 @@ class Node:
 
     async def _reboot(self):
         await asyncio.sleep(0.2)  # let the acknowledgement leave the UART first
-        self.reset_hook()
+        if self.reset_hook is not None:
+            self.reset_hook()
 
 
 def _chunks(values):
     """Split ``values`` so that each readings frame stays under the maximum body size."""
-    chunk = []
+    chunk: list = []
     size = 40  # header, node id, time, CRC
     for item in values:
         need = 6 + len(item[0])

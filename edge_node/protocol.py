@@ -24,6 +24,7 @@ Messages are plain dicts (``"type"``, ``"node"``, ``"seq"`` plus the fields of t
 - ``error``    either way: ``code``, ``ref`` (seq it refers to, 0 if none), ``text``.
 """
 
+import binascii
 import struct
 
 TYPE_CHECKING = False  # mypy treats this name as True; MicroPython never evaluates annotations
@@ -84,14 +85,15 @@ def _make_table() -> "list[int]":
     return table
 
 
-try:
-    from binascii import crc_hqx as _crc_hqx  # CPython: C speed
+_crc_hqx = getattr(binascii, "crc_hqx", None)  # CPython has it in C; MicroPython does not
+if _crc_hqx is not None:
+    _hqx = _crc_hqx  # narrowed for the type checker
 
     def crc16(data: "bytes | bytearray | memoryview") -> int:
         """CRC-16/CCITT-FALSE of ``data``."""
-        return _crc_hqx(data, 0xFFFF)
+        return int(_hqx(data, 0xFFFF))
 
-except ImportError:  # MicroPython
+else:
     _TABLE = _make_table()
 
     def crc16(data: "bytes | bytearray | memoryview") -> int:
