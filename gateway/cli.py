@@ -28,6 +28,7 @@ COMMANDS = (
     "model",
     "feed",
     "bench",
+    "keys",
 )
 
 

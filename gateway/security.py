@@ -40,6 +40,7 @@ from gateway.errors import ModelError, TwinedgeError
 
 __all__ = [
     "BUNDLE_AUDIENCE",
+    "BUNDLE_MAX_LIFETIME_S",
     "MAX_ENVELOPE_BYTES",
     "MAX_LIFETIME_S",
     "REASONS",
@@ -68,6 +69,7 @@ ENVELOPE_VERSION = 1
 SIG_CONTEXT = b"twinedge-envelope-v1\x00"
 MAX_ENVELOPE_BYTES = 64 * 1024
 MAX_LIFETIME_S = 7 * 24 * 3600  # an envelope valid longer than this is refused
+BUNDLE_MAX_LIFETIME_S = 400 * 24 * 3600  # a model bundle's signature may live this long
 CLOCK_SKEW_S = 60  # an envelope this far past its expiry is still accepted
 MAX_NONCES = 10_000  # remembered at once; more live envelopes than this are refused
 MAX_JSON_DEPTH = 32
@@ -291,6 +293,7 @@ def verify(
     aud: str,
     now: float | None = None,
     replay: NonceStore | None = None,
+    max_lifetime: float = MAX_LIFETIME_S,
 ) -> dict[str, Any]:
     """Check an envelope and return its payload; raises :class:`SignatureError`.
 
@@ -320,8 +323,8 @@ def verify(
     exp = float(doc["exp"])
     if exp + CLOCK_SKEW_S < now:
         raise SignatureError("expired", f"expired {now - exp:.0f} s ago", ref)
-    if exp - now > MAX_LIFETIME_S:
-        raise SignatureError("expired", f"valid for more than {MAX_LIFETIME_S} s", ref)
+    if exp - now > max_lifetime:
+        raise SignatureError("expired", f"valid for more than {max_lifetime:.0f} s", ref)
     if doc["aud"] != aud:
         raise SignatureError("wrong-audience", f"signed for {doc['aud']!r}, not {aud!r}", ref)
     if replay is not None:
@@ -470,7 +473,9 @@ def verify_bundle(bundle_dir: Path, trusted: Mapping[str, bytes], now: float | N
     except (OSError, ValueError) as e:
         raise BundleError("malformed", f"{sig_file}: {e}") from None
     try:
-        payload = verify(doc, trusted, aud=BUNDLE_AUDIENCE, now=now)
+        payload = verify(
+            doc, trusted, aud=BUNDLE_AUDIENCE, now=now, max_lifetime=BUNDLE_MAX_LIFETIME_S
+        )
     except SignatureError as e:
         raise BundleError(e.reason, f"{sig_file}: {e.detail}") from None
     listed = payload.get("files")
