@@ -31,8 +31,11 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 STALE_AFTER_S = 2.0
+#: the innermost elements that stick out to the right of the screen, for a failure message
+WIDER_THAN_SCREEN = """[...document.querySelectorAll("body *")]
+  .filter(e => e.getBoundingClientRect().right > innerWidth && !e.firstElementChild)
+  .slice(0, 5).map(e => `${e.tagName}.${e.className}: ${e.textContent.slice(0, 40)}`)"""
 DEMO_ASSETS = ("wq-harbour", "wq-canal", "light-quay-1", "light-quay-2", "ped-bridge", "ped-square")
-REPORTING = ("light-quay-1", "light-quay-2", "ped-bridge", "ped-square")
 SILENCED = "light-quay-2"
 
 
@@ -116,11 +119,13 @@ async def test_page_shows_devices_updates_live_and_marks_a_silent_device_stale(
 
     # every device of the demo, online, with readings and units
     await expect(page.locator(".device")).to_have_count(len(DEMO_ASSETS), timeout=15_000)
-    for asset in REPORTING:
+    for asset in DEMO_ASSETS:
         card = page.locator(f'.device[data-asset="{asset}"]')
         await expect(card).to_have_attribute("data-online", "true", timeout=15_000)
     watts = page.locator('.device[data-asset="light-quay-1"] tr[data-quantity="power"] td.v')
     await expect(watts).to_contain_text(" W", timeout=15_000)
+    celsius = page.locator('.device[data-asset="wq-harbour"] tr[data-quantity="temperature"] td.v')
+    await expect(celsius).to_contain_text("°C", timeout=15_000)
     people = page.locator('.device[data-asset="ped-bridge"] tr[data-quantity="count_in"] td.v')
     await expect(people).to_contain_text("persons", timeout=15_000)
     await expect(page.locator("#live")).to_have_text("live")
@@ -145,11 +150,11 @@ async def test_page_shows_devices_updates_live_and_marks_a_silent_device_stale(
     await phone.goto(demo)
     await expect(phone.locator(".device")).to_have_count(len(DEMO_ASSETS), timeout=15_000)
     width = await phone.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"the page scrolls sideways on a phone ({width} px)"
+    wide = await phone.evaluate(WIDER_THAN_SCREEN)
+    assert width <= 390, f"the page scrolls sideways on a phone ({width} px): {wide}"
     await shoot(phone, tmp_path, "status-page-phone.png")
 
     # a device that stops reporting turns stale on the open page, without a reload
-    stale_before = len(DEMO_ASSETS) - await page.locator('.device[data-online="true"]').count()
     await stop_reporting(broker, SILENCED)
     silent = page.locator(f'.device[data-asset="{SILENCED}"]')
     await expect(silent).to_have_attribute("data-online", "false", timeout=15_000)
@@ -158,7 +163,7 @@ async def test_page_shows_devices_updates_live_and_marks_a_silent_device_stale(
     await expect(page.locator('.device[data-asset="light-quay-1"]')).to_have_attribute(
         "data-online", "true"
     )
-    await expect(page.locator("#devices-detail")).to_have_text(f"{stale_before + 1} stale")
+    await expect(page.locator("#devices-detail")).to_have_text("1 stale")
     assert await page.evaluate("window.__noReload") is True
     await shoot(page, tmp_path, "status-page-stale.png")
     assert offline_requests == [], "the page fetched something from outside the gateway"
