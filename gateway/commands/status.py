@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from gateway.errors import TwinedgeError
 from gateway.readings import UNITS
 
-__all__ = ["add_parser", "format_event", "render_status"]
+__all__ = ["add_parser", "format_event", "problems", "render_status"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 _TIMEOUT_S = 10.0
@@ -41,6 +41,11 @@ def add_parser(sub: Any) -> None:
         default=0.0,
         metavar="SECONDS",
         help="keep trying this long while the gateway is not up yet (after a start or reboot)",
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if a device is stale, the uplink is down or readings were dropped",
     )
     status.set_defaults(func=run_status)
 
@@ -135,15 +140,38 @@ async def _fetch_status_waiting(url: str, token: str | None, wait_s: float) -> d
             delay = min(delay * 2, 2.0)
 
 
+def problems(snap: Mapping[str, Any]) -> list[str]:
+    """What a technician must act on: stale devices, a down uplink, dropped readings."""
+    clock = snap.get("now")
+    now = float(clock) if isinstance(clock, int | float) else time.time()
+    found = [
+        f"{asset} is stale"
+        for asset, twin in sorted(_section(snap, "assets").items())
+        if isinstance(twin, Mapping) and not _online(twin, now)
+    ]
+    state = _section(snap, "uplink").get("state")
+    if state not in (None, "connected", "disabled"):
+        found.append(f"uplink is {state}")
+    dropped = _section(_section(snap, "buffer"), "dropped").get("total")
+    if isinstance(dropped, int) and dropped > 0:
+        found.append(f"the buffer dropped {dropped} readings")
+    return found
+
+
 def run_status(args: argparse.Namespace) -> int:
     snap = asyncio.run(_fetch_status_waiting(args.url, args.token, args.wait))
     if args.json:
         json.dump(snap, sys.stdout, indent=2, ensure_ascii=False)
         sys.stdout.write("\n")
-        return 0
-    from rich.console import Console
+    else:
+        from rich.console import Console
 
-    render_status(snap, Console())
+        render_status(snap, Console())
+    if args.check:
+        found = problems(snap)
+        for problem in found:
+            print(f"twinedge: check: {problem}", file=sys.stderr)
+        return 1 if found else 0
     return 0
 
 

@@ -205,3 +205,18 @@ async def test_status_lists_the_models() -> None:
     assert code == 0, err
     row = next(line for line in out.splitlines() if "water-quality@1.0.0" in line)
     assert "active" in row and "1234" in row and "17" in row and "6.3" in row
+
+
+async def test_status_check_fails_on_what_needs_a_technician() -> None:
+    hub, snap = Hub(), stale_snapshot()
+    async with serve_api(status=lambda: snap, events=hub.events, port=0) as api:
+        code, _, err = await run("status", "--check", "--json", "--url", api.url)
+        assert code == 1
+        assert err.splitlines() == [
+            "twinedge: check: sl-1 is stale",
+            "twinedge: check: the buffer dropped 5 readings",
+        ]
+        snap["assets"]["sl-1"]["liveness"]["last_seen"] = time.time()
+        snap["buffer"]["dropped"]["total"] = 0
+        code, _, err = await run("status", "--check", "--url", api.url)
+        assert code == 0, err
