@@ -47,7 +47,7 @@ def test_mpremote_failure_is_a_clear_error() -> None:
 def test_mpy_cross_rejection_names_the_file(tmp_path: Path) -> None:
     src = tmp_path / "broken.py"
     src.write_text("def f(:\n    pass\n")
-    with pytest.raises(TwinedgeError, match=r"mpy-cross rejected .*broken\.py: .*SyntaxError"):
+    with pytest.raises(TwinedgeError, match=r"(?s)mpy-cross rejected .*broken\.py: .*SyntaxError"):
         fw._compile(fw.tool("mpy-cross"), src, tmp_path / "broken.mpy", "broken.py")
     assert not (tmp_path / "broken.mpy").exists()
 
