@@ -116,9 +116,11 @@ def markdown_table(result: dict[str, Any]) -> str:
     ]
     for kind, by_detector in result["results"].items():
         for name, m in by_detector.items():
+            delay = m["median_delay_s"]
             lines.append(
                 f"| {kind} | {name} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
-                f"{_fmt(m['f1'])} | {_fmt(m['event_recall'])} | {_fmt(m['median_delay_s'])} |"
+                f"{_fmt(m['f1'])} | {_fmt(m['event_recall'])} | "
+                f"{'–' if delay is None else f'{delay:.0f}'} |"
             )
     return "\n".join(lines)
 

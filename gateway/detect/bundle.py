@@ -139,6 +139,8 @@ def _check_manifest(file: Path, m: dict[str, Any]) -> dict[str, str]:
     bad_units = sorted(f"{q}={u}" for q, u in units.items() if u not in UNITS)
     if bad_units:
         raise ModelError(f"{file}: unknown unit codes: {', '.join(bad_units)}")
+    if m.get("mode", "active") not in ("active", "shadow"):
+        raise ModelError(f"{file}: mode must be 'active' or 'shadow', got {m['mode']!r}")
     if fs is None:
         raise ModelError(f"{file}: unknown feature set {m['features']['set']!r}")
     if tuple(units) != fs.quantities:

@@ -191,7 +191,8 @@ class Detector:
                 continue
             if category in found:
                 raise ModelError(f"{manifest}: a second model for category {category!r}")
-            found[category] = _Model(load_bundle(manifest.parent))
+            bundle = load_bundle(manifest.parent)
+            found[category] = _Model(bundle, str(bundle.manifest.get("mode", "active")))
         for category in sorted(wanted - set(found)):
             log.info("no anomaly model for category %s: its assets are not scored", category)
         return cls(found, assets)

@@ -107,7 +107,10 @@ def fit(recipe: Mapping[str, Any], data: Data) -> Any:
         early_stopping=False,
         random_state=int(hp.get("random_state", 0)),
     )
-    clf.fit(data.x.astype(np.float64), data.truth.astype(np.int8), sample_weight=_weights(data))
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    with threadpool_limits(limits=1):  # one thread: the same float sums, the same trees
+        clf.fit(data.x.astype(np.float64), data.truth.astype(np.int8), sample_weight=_weights(data))
     return clf
 
 
@@ -200,14 +203,16 @@ def fit_baselines(validation: Data) -> Baselines:
     """Fit the static bounds on normal validation rows and tune q and k for the best F1."""
     normal = validation.values[~validation.truth]
     best: tuple[float, Baselines | None] = (-1.0, None)
-    for q in (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02):
+    for q in (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1):
         low, high = np.quantile(normal, q, axis=0), np.quantile(normal, 1.0 - q, axis=0)
         cand = Baselines(low, high, q, 0.0)
         f1 = float(metrics(cand.static(validation), validation)["f1"] or 0.0)
         if f1 > best[0]:
             best = (f1, cand)
     assert best[1] is not None
-    k, _ = best_threshold(validation.zmax, validation, (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0))
+    k, _ = best_threshold(
+        validation.zmax, validation, (1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0)
+    )
     return Baselines(best[1].low, best[1].high, best[1].quantile, k)
 
 

@@ -1,4 +1,4 @@
-"""Train and export the pedestrian-counter anomaly model: ``python models/pedestrian-counter/train.py``.
+"""Train and export the pedestrian-counter model: ``python models/pedestrian-counter/train.py``.
 
 Writes model.onnx and manifest.json next to this file. Deterministic: fixed simulator seeds,
 fixed tree seed, single-threaded histogram building; a re-run gives the same sha256 with the
@@ -32,12 +32,17 @@ SPEC = {
         "family": "pedestrian-counter",
         "generator": "hil_tests/emulators/physics.py CounterSim (busyness 0.3-2.0)",
         "seeds": {"train": 1, "validation": 5000, "test": 10000},
-        "scenarios": {"train": 60, "validation": 8, "test": 6},
+        "scenarios": {"train": 100, "validation": 8, "test": 6},
         "days": 10,
         "faults_per_day": 0.5,
         "zscore_floor": [1.0, 1.0],
-        "trees": {"max_iter": 120, "max_leaf_nodes": 15, "learning_rate": 0.1,
-                  "min_samples_leaf": 40, "random_state": 0},
+        "trees": {
+            "max_iter": 200,
+            "max_leaf_nodes": 31,
+            "learning_rate": 0.1,
+            "min_samples_leaf": 40,
+            "random_state": 0,
+        },
     },
 }
 

@@ -42,8 +42,13 @@ SPEC = {
         "days": 10,
         "faults_per_day": 0.5,
         "zscore_floor": [0.01, 0.5, 0.5, 0.5, 0.005, 0.01],
-        "trees": {"max_iter": 60, "max_leaf_nodes": 15, "learning_rate": 0.1,
-                  "min_samples_leaf": 40, "random_state": 0},
+        "trees": {
+            "max_iter": 60,
+            "max_leaf_nodes": 15,
+            "learning_rate": 0.1,
+            "min_samples_leaf": 40,
+            "random_state": 0,
+        },
     },
 }
 

@@ -34,8 +34,13 @@ SPEC = {
         "rows": 3000,
         "faults": 10,
         "zscore_floor": [1e-9],
-        "trees": {"max_iter": 120, "max_leaf_nodes": 15, "learning_rate": 0.1,
-                  "min_samples_leaf": 40, "random_state": 0},
+        "trees": {
+            "max_iter": 120,
+            "max_leaf_nodes": 15,
+            "learning_rate": 0.1,
+            "min_samples_leaf": 40,
+            "random_state": 0,
+        },
     },
 }
 

@@ -39,8 +39,13 @@ SPEC = {
         "days": 10,
         "faults_per_day": 0.5,
         "zscore_floor": [0.05, 0.02, 5.0, 0.08, 0.5, 4.0],
-        "trees": {"max_iter": 100, "max_leaf_nodes": 15, "learning_rate": 0.1,
-                  "min_samples_leaf": 40, "random_state": 0},
+        "trees": {
+            "max_iter": 100,
+            "max_leaf_nodes": 15,
+            "learning_rate": 0.1,
+            "min_samples_leaf": 40,
+            "random_state": 0,
+        },
     },
 }
 
