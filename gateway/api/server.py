@@ -114,7 +114,12 @@ class EventFilter:
             return False
         if self.assets and event.get("asset", event.get("device")) not in self.assets:
             return False
-        return not (self.quantities and event.get("quantity") not in self.quantities)
+        if not self.quantities:
+            return True
+        named = event.get("quantities")  # an anomaly names every quantity it covers
+        if isinstance(named, list):
+            return not self.quantities.isdisjoint(str(q) for q in named)
+        return event.get("quantity") in self.quantities
 
 
 def _drain(

@@ -328,8 +328,11 @@ def format_event(event: Mapping[str, Any]) -> str:
     if kind == "liveness":
         return f"{head} {'online' if event.get('online') else 'STALE'}"
     if kind == "anomaly":
+        named = event.get("quantities")
+        what = ",".join(map(str, named)) if isinstance(named, list) else event.get("quantity", "")
+        ended = " ended" if event.get("state") == "end" else ""
         return (
-            f"{head} {event.get('quantity', '')} score {event.get('score')} "
+            f"{head} {what}{ended} score {event.get('score')} "
             f"threshold {event.get('threshold')} {event.get('model', '')}"
         ).rstrip()
     if kind == "warning":

@@ -177,6 +177,18 @@ def test_format_event_covers_every_kind() -> None:
             "ts": 0,
         }
     ) == ("00:00:00.000Z anomaly  wq-1 ph score 0.93 threshold 0.8 water-quality@1.0.0")
+    assert format_event(
+        {
+            "type": "anomaly",
+            "asset": "wq-1",
+            "quantities": ["ph", "orp"],
+            "state": "end",
+            "score": 0.2,
+            "threshold": 0.3,
+            "model": "water-quality@1.0.0",
+            "ts": 0,
+        }
+    ) == ("00:00:00.000Z anomaly  wq-1 ph,orp ended score 0.2 threshold 0.3 water-quality@1.0.0")
     assert format_event({"type": "warning", "device": "sl-2", "msg": "bad CRC", "ts": 0}) == (
         "00:00:00.000Z warning  sl-2 bad CRC"
     )

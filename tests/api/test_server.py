@@ -113,6 +113,15 @@ async def test_sse_delivers_filtered_events_in_order(api, hub: Hub, http) -> Non
     assert got[3][1]["online"] is False
 
 
+def test_quantity_filter_matches_anomalies_by_any_quantity_they_cover() -> None:
+    wanted = server_mod.EventFilter.from_query({"quantity": "orp", "asset": "wq-1"})
+    assert wanted({"type": "anomaly", "asset": "wq-1", "quantities": ["ph", "orp"]})
+    assert not wanted({"type": "anomaly", "asset": "wq-1", "quantities": ["ph"]})
+    assert wanted({"type": "reading", "asset": "wq-1", "quantity": "orp"})
+    assert not wanted({"type": "reading", "asset": "wq-2", "quantity": "orp"})
+    assert wanted({"type": "warning", "device": "wq-1", "msg": "x"}) is False  # no quantity
+
+
 async def test_history_keeps_recent_values_for_sparklines(api, hub: Hub, http) -> None:
     await hub.wait_subscribers(1)
     for i in range(server_mod.HISTORY_POINTS + 5):

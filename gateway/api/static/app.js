@@ -206,12 +206,14 @@ const handlers = {
     twin.liveness = Object.assign(twin.liveness || {}, {online: !!ev.online});
     renderDevice(ev.asset); renderSummary();
   },
-  anomaly(ev) {
-    const twin = snap.assets[ev.asset]; if (!twin || !ev.quantity) return;
+  anomaly(ev) {  // the detector's event: quantities, state "start" or "end", score, model
+    const twin = snap.assets[ev.asset]; if (!twin) return;
     twin.anomalies = twin.anomalies || {};
-    if (ev.active === false) delete twin.anomalies[ev.quantity];
-    else twin.anomalies[ev.quantity] = {score: ev.score, threshold: ev.threshold, model: ev.model,
-      detected_at: ev.ts ?? now()};
+    for (const q of ev.quantities || (ev.quantity ? [ev.quantity] : [])) {
+      if (ev.state === "end") delete twin.anomalies[q];
+      else twin.anomalies[q] = {score: ev.score, threshold: ev.threshold, model: ev.model,
+        detected_at: ev.detected_at ?? ev.ts ?? now()};
+    }
     renderDevice(ev.asset);
   },
   warning(ev) {
