@@ -81,10 +81,15 @@ class Uplink:
         self._connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._stack = AsyncExitStack()
+        # paho only logs some failures (a TLS alert after the handshake): keep the last one
+        self._paho_log = _MQTT_LOG.getChild(cfg.client_id)
+        self._paho_error = _LastError()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        self._paho_log.addHandler(self._paho_error)
+        self._stack.callback(self._paho_log.removeHandler, self._paho_error)
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
         self._task = tg.create_task(self._run(), name="uplink")
         return self
@@ -125,13 +130,14 @@ class Uplink:
     async def _run(self) -> None:
         delay = 0.25
         while True:
+            self._paho_error.text = None
             try:
                 async with self._make_client() as client:
                     self._client = client
                     delay = 0.25
                     await self._session(client)
             except* (aiomqtt.MqttError, OSError, TimeoutError) as eg:
-                self.last_error = explain(eg.exceptions[0])
+                self.last_error = explain(eg.exceptions[0], self._paho_error.text)
                 log.warning("uplink to %s lost: %s", self.cfg.display_url, self.last_error)
             finally:
                 self._client = None
@@ -166,7 +172,7 @@ class Uplink:
             tls_context=self._tls_context(),
             max_inflight_messages=cfg.inflight * 4,
             max_queued_incoming_messages=1000,
-            logger=_MQTT_LOG,
+            logger=self._paho_log,
         )
 
     def _tls_context(self) -> ssl.SSLContext | None:
@@ -318,7 +324,11 @@ class PinMismatch(ssl.SSLCertVerificationError):
 
 class _PinnedSocket(ssl.SSLSocket):
     def do_handshake(self, block: bool = False) -> None:
-        super().do_handshake(block)
+        try:
+            super().do_handshake(block)
+        except OSError:
+            self.close()  # paho leaves a socket whose handshake failed open
+            raise
         pins: frozenset[str] = getattr(self.context, "pins", frozenset())
         if not pins:
             return
@@ -354,8 +364,32 @@ def cert_pins(der: bytes) -> set[str]:
     return pins
 
 
-def explain(err: BaseException) -> str:
-    """A connection failure in words a technician can act on; never includes credentials."""
+class _LastError(logging.Handler):
+    """Remembers the last error paho logged during a connection attempt."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.text: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.text = record.getMessage()
+
+
+def _tls_alert(text: str) -> str | None:
+    low = text.lower()
+    if "certificate required" in low:
+        return "TLS: the broker requires a client certificate (set cert_file and key_file)"
+    if any(k in low for k in ("unknown ca", "bad certificate", "certificate unknown")):
+        return f"TLS: the broker refused our client certificate ({text})"
+    return None
+
+
+def explain(err: BaseException, logged: str | None = None) -> str:
+    """A connection failure in words a technician can act on; never includes credentials.
+
+    ``logged`` is what paho logged meanwhile: a TLS 1.3 broker refuses a client certificate
+    only after the handshake, which paho logs and then reports as a timeout.
+    """
     while isinstance(err, aiomqtt.MqttError) and isinstance(err.__context__, OSError):
         err = err.__context__  # aiomqtt re-raises socket and TLS errors as a bare MqttError
     text = str(err) or type(err).__name__
@@ -364,13 +398,11 @@ def explain(err: BaseException) -> str:
     if isinstance(err, ssl.SSLCertVerificationError):
         why = err.verify_message or text
         return f"TLS: the broker's certificate is not trusted ({why}; check [broker] ca_file)"
+    alert = _tls_alert(text) or (_tls_alert(logged) if logged else None)
+    if alert is not None:
+        return alert
     if isinstance(err, ssl.SSLError):
-        low = text.lower()
-        if "certificate required" in low:
-            return "TLS: the broker requires a client certificate (set cert_file and key_file)"
-        if any(k in low for k in ("unknown ca", "bad certificate", "certificate unknown")):
-            return f"TLS: the broker refused our client certificate ({text})"
         return f"TLS: {text}"
     if isinstance(err, ConnectionResetError | BrokenPipeError):
         return f"connection closed by the broker ({text}); with TLS, check the client certificate"
-    return text
+    return f"{text} ({logged})" if logged else text
