@@ -136,8 +136,13 @@ def check_serial_ports(paths: Iterable[str]) -> list[Check]:
 # -- Bluetooth -----------------------------------------------------------------------------------
 
 
-def check_ble(needed: bool, sys_class: Path = Path("/sys/class/bluetooth")) -> Check:
-    """A Bluetooth adapter is present and not blocked by rfkill."""
+def check_ble(
+    needed: bool,
+    sys_class: Path = Path("/sys/class/bluetooth"),
+    system_bus: Path = Path("/run/dbus/system_bus_socket"),
+) -> Check:
+    """A Bluetooth adapter is present, not blocked by rfkill, and reachable through BlueZ on the
+    system D-Bus (bleak's way to the radio on Linux)."""
     adapters = sorted(p.name for p in sys_class.glob("hci*")) if sys_class.is_dir() else []
     if not adapters:
         if not needed:
@@ -162,6 +167,14 @@ def check_ble(needed: bool, sys_class: Path = Path("/sys/class/bluetooth")) -> C
             Status.FAIL,
             "adapter blocked by rfkill",
             "sudo rfkill unblock bluetooth",
+        )
+    if needed and not system_bus.exists():
+        return Check(
+            "ble",
+            ",".join(adapters),
+            Status.FAIL,
+            f"adapter present but no system D-Bus at {system_bus}",
+            "sudo apt install bluez dbus && sudo systemctl enable --now dbus bluetooth",
         )
     return Check("ble", ",".join(adapters), Status.OK, "adapter present")
 

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -119,7 +120,12 @@ def test_ble_adapter_presence_and_rfkill(tmp_path: Path) -> None:
     soft.write_text("1\n")
     assert check_ble(True, sys_class).remedy == "sudo rfkill unblock bluetooth"
     soft.write_text("0\n")
-    ok = check_ble(True, sys_class)
+    bus = tmp_path / "system_bus_socket"
+    no_bus = check_ble(True, sys_class, bus)
+    assert no_bus.status is Status.FAIL and "bluez" in no_bus.remedy
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(bus))
+        ok = check_ble(True, sys_class, bus)
     assert ok.status is Status.OK and ok.subject == "hci0"
 
 
