@@ -23,6 +23,7 @@ import json
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ async def emulator(args: argparse.Namespace) -> None:
                 for light in radio.streetlights.values():
                     light.notifications = 0
                 seqs = {n: c.seq for n, c in radio.counters.items()}
+                on_air = {n: c.controller.distinct_adverts for n, c in radio.counters.items()}
                 cpu0 = sum(me.cpu_times()[:2])
                 say({"marked": time.time()})
             elif op == "vanish":
@@ -74,13 +76,22 @@ async def emulator(args: argparse.Namespace) -> None:
                     p.paused = True
                 sent = {n: light.notifications for n, light in radio.streetlights.items()}
                 advanced = {n: (c.seq - seqs[n]) & 0xFFFF for n, c in radio.counters.items()}
+                aired = sum(
+                    c.controller.distinct_adverts - on_air[n] for n, c in radio.counters.items()
+                )
                 cpu = sum(me.cpu_times()[:2]) - cpu0
-                say({"notifications": sent, "counter_seqs": advanced, "cpu_s": cpu})
-                break
+                say(
+                    {"notifications": sent, "counter_seqs": advanced, "on_air": aired, "cpu_s": cpu}
+                )
+        # stdin closed: the gateway has shut its sources down first; now the radio goes
 
 
 def say(doc: dict[str, Any]) -> None:
     print(json.dumps(doc), flush=True)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------- gateway (this process)
@@ -103,6 +114,7 @@ class Gateway:
             self.ctxs[name] = SourceContext(name, counter_profile, options=options)
             self.specs[name] = parse_spec(f"ble-adv:{name}")
         self.received: dict[str, int] = dict.fromkeys(self.ctxs, 0)
+        self.open: set[str] = set()
         self.first_after: dict[str, float] = {}
         self.watch: tuple[list[str], float] | None = None
         self.changed = asyncio.Condition()
@@ -124,10 +136,23 @@ class Gateway:
         return bool(predicate())
 
     def ready(self) -> bool:
+        """Every light connected and every counter heard."""
         return all(
-            ("address" in c.device_info) if n.startswith("light") else ("advert" in c.device_info)
+            (n in self.open) if n.startswith("light") else ("advert" in c.device_info)
             for n, c in self.ctxs.items()
         )
+
+    def counter_frames(self, since: int = 0) -> int:
+        """Counter adverts heard (new sequence numbers, not duplicates)."""
+        counters = (c for n, c in self.ctxs.items() if n.startswith("counter"))
+        return sum(c.counters.frames_ok for c in counters) - since
+
+    def tracker(self, name: str) -> Any:
+        def on_open(source: object) -> None:
+            (self.open.add if source is not None else self.open.discard)(name)
+            log(f"{time.time():.3f} {name} {'open' if source is not None else 'closed'}")
+
+        return on_open
 
 
 async def gateway(args: argparse.Namespace) -> dict[str, Any]:
@@ -162,16 +187,20 @@ async def gateway(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         return await run_window(args, gw, ask)
     finally:
-        with contextlib.suppress(ProcessLookupError):
+        child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), 10)
+        except TimeoutError:
             child.kill()
-        await child.wait()
+            await child.wait()
 
 
 async def run_window(args: argparse.Namespace, gw: Gateway, ask: Any) -> dict[str, Any]:
     async with asyncio.TaskGroup() as tg:
         tasks = [tg.create_task(gw.consume())]
         for name, spec in gw.specs.items():
-            tasks.append(tg.create_task(supervise(spec, gw.ctxs[name], gw.queue), name=name))
+            run = supervise(spec, gw.ctxs[name], gw.queue, on_open=gw.tracker(name))
+            tasks.append(tg.create_task(run, name=name))
         setup = time.monotonic()
         if not await gw.until(gw.ready, 120):
             raise RuntimeError("not every device was heard within 120 s")
@@ -179,17 +208,24 @@ async def run_window(args: argparse.Namespace, gw: Gateway, ask: Any) -> dict[st
         await ask({"op": "mark"})
         before = {k: v for k, v in gw.received.items()}
         gaps0 = sum(c.counters.gaps for c in gw.ctxs.values())
+        heard0 = gw.counter_frames()
+        log(f"{time.time():.3f} window starts")
         cpu0, wall0 = time.process_time(), time.monotonic()
         await asyncio.sleep(args.vanish_at)
         vanish = [f"light-{n:02d}" for n in range(1, min(args.vanish, args.lights) + 1)]
         await ask({"op": "vanish", "names": vanish})
         await asyncio.sleep(args.vanish_for)
         back = await ask({"op": "reappear", "names": vanish})
+        log(f"{back['reappeared']:.3f} reappeared {vanish}")
         gw.watch = (vanish, back["reappeared"])
         await asyncio.sleep(max(0.0, args.duration - args.vanish_at - args.vanish_for))
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         stats = await ask({"op": "stop"})
-        await gw.until(lambda: _lights_lost(gw, before, stats) == 0, 2.0)  # in flight: arrive
+        heard = partial(gw.counter_frames, heard0)
+        await gw.until(  # let what is in flight arrive
+            lambda: _lights_lost(gw, before, stats) == 0 and heard() >= stats["on_air"], 2.0
+        )
+        stats["heard"] = heard()
         for t in tasks:
             t.cancel()
     return report(args, gw, before, stats, gaps0, cpu, wall, setup, back["reappeared"])
@@ -221,7 +257,10 @@ def report(
         "emulator_cpu_percent_of_one_core": round(100 * stats["cpu_s"] / wall, 1),
         "readings": readings,
         "readings_per_s": round(readings / wall, 1),
-        "counter_adverts_sent": sum(stats["counter_seqs"].values()),
+        "counter_readings_made": sum(stats["counter_seqs"].values()),
+        "counter_readings_on_air": stats["on_air"],
+        "counter_readings_heard": stats["heard"],
+        "counter_readings_lost": max(0, stats["on_air"] - stats["heard"]),
         "counter_gaps": sum(c.counters.gaps for c in counters) - gaps0,
         "counter_bad_frames": sum(c.counters.frames_bad for c in counters),
         "light_notifications_sent": sum(stats["notifications"].values()),

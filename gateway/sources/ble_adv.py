@@ -38,6 +38,7 @@ __all__ = ["BleAdvSource", "ScannerHub", "open"]
 log = logging.getLogger("twinedge.sources.ble_adv")
 DEFAULT_PROFILE = "counter-ble-adv"
 _QUEUE = 256
+_START_TIMEOUT = 10.0  # seconds for the adapter to start or stop scanning
 
 Handler = Callable[[tuple[Any, ...] | None, int, str], None]
 
@@ -83,14 +84,15 @@ class ScannerHub:
                 ScannerHub._hubs.pop((self.backend, self.company_id), None)
                 scanner, self._scanner = self._scanner, None
                 if scanner is not None:
-                    await scanner.stop()
+                    await _stop(scanner)
 
     async def _start(self) -> None:
         kwargs: dict[str, Any] = {"backend": self.backend} if self.backend else {}
         scanner = BleakScanner(self._on_advert, scanning_mode="active", **kwargs)
         try:
-            await scanner.start()
-        except (BleakError, OSError) as e:
+            async with asyncio.timeout(_START_TIMEOUT):
+                await scanner.start()
+        except (BleakError, OSError, TimeoutError) as e:
             raise SourceError("ble-adv", f"cannot start the BLE scanner: {e}") from e
         self._scanner = scanner
 
@@ -129,6 +131,15 @@ class ScannerHub:
             self.unattributed_bad += 1  # cannot say whose: counted, address not kept
             return
         handler(None, 0, reason)
+
+
+async def _stop(scanner: BleakScanner) -> None:
+    """Stop scanning; an adapter that is already gone must not hang the shutdown."""
+    try:
+        async with asyncio.timeout(_START_TIMEOUT):
+            await scanner.stop()
+    except (BleakError, OSError, TimeoutError) as e:
+        log.warning("BLE scanner did not stop cleanly: %s", e)
 
 
 class BleAdvSource:

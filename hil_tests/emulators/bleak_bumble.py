@@ -42,6 +42,7 @@ from bumble.controller import Controller
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import Characteristic
+from bumble.gatt_client import CharacteristicProxy, DescriptorProxy, ServiceProxy
 from bumble.host import Host
 from bumble.link import LocalLink
 from bumble.transport import open_transport
@@ -72,7 +73,23 @@ _PROPS = {
 
 class EmulatedController(Controller):  # type: ignore[misc]
     """bumble's emulated controller, with LE Create Connection Cancel completing the pending
-    connection with an error (Core spec Vol 4 Part E 7.8.13) instead of leaving it pending."""
+    connection with an error (Core spec Vol 4 Part E 7.8.13) instead of leaving it pending.
+
+    It also counts what it puts on the air: advertising PDUs, and how many of them carried data
+    different from the previous one (``distinct_adverts``), so a benchmark can tell an advert
+    the emulator never sent from one the gateway missed."""
+
+    adverts_sent = 0
+    distinct_adverts = 0
+    _last_data: bytes = b""
+
+    def send_advertising_pdu(self, packet: Any) -> None:
+        data = getattr(packet, "data", b"")
+        self.adverts_sent += 1
+        if data != self._last_data:
+            self.distinct_adverts += 1
+            self._last_data = data
+        super().send_advertising_pdu(packet)
 
     def on_hci_le_create_connection_cancel_command(self, command: Any) -> Any:
         result = super().on_hci_le_create_connection_cancel_command(command)
@@ -114,6 +131,8 @@ class Central:
         self.connect_lock = asyncio.Lock()
         self.adverts_seen = 0
         self.transport: Any = None
+        #: GATT databases by peer address: (service handle, end, uuid, characteristics)
+        self.gatt_cache: dict[str, list[Any]] = {}
         device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
 
     async def start(self) -> None:
@@ -308,21 +327,44 @@ class BumbleClient(BaseBleakClient):
         raise NotImplementedError("pairing is not emulated")
 
     async def _discover(self) -> BleakGATTServiceCollection:
-        assert self._peer is not None
+        """The peer's GATT database, from the central's cache after the first connection (as
+        BlueZ caches it), so a reconnect costs no discovery round trips."""
+        assert self._connection is not None and self._peer is not None
+        table = self.central.gatt_cache.get(self.address)
+        if table is None:
+            table = await self._discover_table()
+            self.central.gatt_cache[self.address] = table
+        client = self._connection.gatt_client
         collection = BleakGATTServiceCollection()
-        for svc in await self._peer.discover_services():
-            service = BleakGATTService(svc, svc.handle, _uuid_str(svc.uuid))
+        for s_handle, s_end, s_uuid, chars in table:
+            svc = ServiceProxy(client, s_handle, s_end, s_uuid)
+            service = BleakGATTService(svc, s_handle, _uuid_str(s_uuid))
             collection.add_service(service)
-            for ch in await svc.discover_characteristics():
-                props = [name for flag, name in _PROPS.items() if ch.properties & flag]
+            for c_handle, c_end, c_uuid, props, descs in chars:
+                ch = CharacteristicProxy(client, c_handle, c_end, c_uuid, props)
+                ch.descriptors = [DescriptorProxy(client, h, t) for h, t in descs]
+                ch.descriptors_discovered = True
+                svc.characteristics.append(ch)
+                names = [name for flag, name in _PROPS.items() if props & flag]
                 char = BleakGATTCharacteristic(
-                    ch, ch.handle, _uuid_str(ch.uuid), props, lambda: self.mtu_size - 3, service
+                    ch, c_handle, _uuid_str(c_uuid), names, lambda: self.mtu_size - 3, service
                 )
                 collection.add_characteristic(char)  # also adds it to its service
-                for d in await ch.discover_descriptors():
+                for d in ch.descriptors:
                     desc = BleakGATTDescriptor(d, d.handle, _uuid_str(d.type), char)
                     collection.add_descriptor(desc)  # also adds it to its characteristic
         return collection
+
+    async def _discover_table(self) -> list[Any]:
+        assert self._peer is not None
+        table = []
+        for svc in await self._peer.discover_services():
+            chars = []
+            for ch in await svc.discover_characteristics():
+                descs = [(d.handle, d.type) for d in await ch.discover_descriptors()]
+                chars.append((ch.handle, ch.end_group_handle, ch.uuid, int(ch.properties), descs))
+            table.append((svc.handle, svc.end_group_handle, svc.uuid, chars))
+        return table
 
     async def _op(self, coro: Any) -> Any:
         """Run a GATT operation; a disconnect mid-operation becomes a BleakError, not a bare
