@@ -2,8 +2,8 @@
 
 :class:`FeedClient` is an async context manager owning one aiomqtt connection and two tasks: the
 reader decodes each message (bad ones are counted and logged with their topic, never fatal) into
-a bounded queue; the writer takes everything queued at once as one batch, so a busy feed gets
-big batches (one SQLite transaction each) and a quiet one low latency. :func:`run_sink`
+a bounded queue; the writer takes what arrives within ``linger`` (20 ms) of a first message as
+one batch, so a busy feed costs one SQLite transaction per batch, not per message. :func:`run_sink`
 materialises the feed into SQLite with :class:`~gateway.feed.store.TwinStore` and publishes the
 rebirth requests it returns; ``twinedge feed tail`` uses :meth:`FeedClient.messages` directly.
 """
@@ -65,12 +65,14 @@ class FeedClient:
         client_id: str | None = None,
         queue: int = 50_000,
         max_batch: int = 5_000,
+        linger: float = 0.02,
     ) -> None:
         self.broker = Broker.parse(url)
         self.filters = filters
         self.validation = validation
         self.client_id = client_id or f"twinedge-feed-{uuid.uuid4().hex[:8]}"
         self.max_batch = max_batch
+        self.linger = linger
         self.bad = 0
         self._queue: asyncio.Queue[FeedMessage] = asyncio.Queue(queue)
         self._client: aiomqtt.Client | None = None
@@ -118,11 +120,24 @@ class FeedClient:
             yield await self._queue.get()
 
     async def batches(self) -> AsyncIterator[list[FeedMessage]]:
-        """Everything queued so far as one batch (at least one message, at most max_batch)."""
+        """Batches of up to ``max_batch`` messages: whatever arrives within ``linger`` seconds
+        of the first one, so a busy feed costs one transaction per batch, not per message."""
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            deadline = loop.time() + self.linger
+            while len(batch) < self.max_batch:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(left):
+                        batch.append(await self._queue.get())
+                except TimeoutError:
+                    break
             yield batch
 
     async def publish(self, request: RebirthRequest) -> None:
