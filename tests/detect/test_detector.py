@@ -203,3 +203,36 @@ def test_load_refuses_a_bad_bundle_naming_its_file(models_dir: Path, tmp_path: P
         Detector.load(root, {"wq-1": "water-quality", "lamp-1": "streetlight"})
     with pytest.raises(ModelError, match="not a directory"):
         Detector.load(tmp_path / "absent", {"wq-1": "water-quality"})
+
+
+@pytest.mark.parametrize(
+    ("family", "kinds"),
+    [
+        ("streetlight", ("lamp_failed", "cycling")),
+        ("pedestrian-counter", ("stuck_zero", "direction_failure")),
+    ],
+)
+def test_runtime_matches_offline_for_every_family(
+    models_dir: Path, family: str, kinds: tuple[str, ...]
+) -> None:
+    sc = scenario(family, 10_777, 2.0, kinds, faults_per_day=1.5)
+    bundle = load_bundle(models_dir / family)
+    windows, filled = feats.sliding(sc.values, bundle.window)
+    x = feats.compute(bundle.feature_set, windows, filled, sc.times, bundle.params)
+    offline = bundle.run(x)
+    det = Detector.load(models_dir, {"dev-1": family})
+    events: list[AnomalyEvent] = []
+    scored: list[float | None] = []
+    for i, t in enumerate(sc.times.tolist()):
+        batch = [
+            Reading("dev-1", q, v, bundle.units[q], t, t)
+            for q, v in zip(bundle.quantities, sc.values[i].tolist(), strict=True)
+        ]
+        events += det.score(batch)
+        scored.append(batch[-1].score)
+    np.testing.assert_allclose(scored, offline, atol=1e-6)
+    # the faults were found: flagged rows overlap the truth, and events come in start/end pairs
+    flagged = offline >= bundle.threshold
+    assert sc.truth.any() and (flagged & sc.truth).sum() >= 0.8 * sc.truth.sum()
+    states = [e.state for e in events]
+    assert states[::2] == ["start"] * len(states[::2]) and "end" not in states[::2]
