@@ -84,7 +84,8 @@ class _Window:
     def starts_row(self, t: float, period: float) -> bool:
         if self.filled == 0 or period <= 0.0:
             return True
-        return t >= self.row_time + period
+        # a clock that jumps back by more than a period (a node reset) starts a row too
+        return t >= self.row_time + period or t < self.row_time - period
 
     def put(self, q: int, value: float, t: float, period: float) -> None:
         if self.filled == 0:
@@ -172,6 +173,7 @@ class Detector:
         self._windows: dict[str, _Window] = {}
         self._thresholds: dict[str, float] = {}
         self.bad_readings = 0
+        self._warned: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -208,7 +210,7 @@ class Detector:
             if model is None or q is None:
                 continue
             if r.quality is Quality.INVALID or not math.isfinite(r.value):
-                self.bad_readings += 1
+                self._bad(r)
                 continue
             win = self._windows.get(r.asset)
             if win is None:
@@ -245,6 +247,16 @@ class Detector:
             if win.flagged and active and r.quality is Quality.GOOD:
                 r.quality = Quality.SUSPECT
         win.pending = []
+
+    def _bad(self, r: Reading) -> None:
+        """Count a value that cannot be scored; log it once per asset and quantity."""
+        self.bad_readings += 1
+        if (r.asset, r.quantity) not in self._warned:
+            self._warned.add((r.asset, r.quantity))
+            log.warning(
+                "%s: %s value %r (%s) from device %r is not scored; further ones are only counted",
+                r.asset, r.quantity, r.value, r.quality.value, r.device,
+            )  # fmt: skip
 
     def _model_of(self, asset: str) -> _Model | None:
         category = self._assets.get(asset)

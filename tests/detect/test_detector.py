@@ -137,7 +137,9 @@ def test_per_asset_threshold(models_dir: Path) -> None:
         det.set_threshold("wq-1", 1.5)
 
 
-def test_unscored_and_bad_readings_pass_through(models_dir: Path) -> None:
+def test_unscored_and_bad_readings_pass_through(
+    models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     det = _detector(models_dir, **{"wq-1": "water-quality", "tram-1": "tram-stop"})
     batch = [
         Reading("tram-1", "count", 3.0, "C62", T0),
@@ -150,6 +152,8 @@ def test_unscored_and_bad_readings_pass_through(models_dir: Path) -> None:
     assert det.score(batch) == []
     assert all(r.score is None for r in batch)  # the asset's first row is not complete yet
     assert det.bad_readings == 2
+    warned = [r for r in caplog.records if "not scored" in r.getMessage()]
+    assert len(warned) == 1 and "wq-1: ph value nan" in warned[0].getMessage()
     rest = [Reading("wq-1", q, v, UNITS[q], T0 + 1.0, T0 + 1.0) for q, v in
             (("ph", 7.4), ("conductivity", 500.0), ("dissolved_oxygen", 9.0),
              ("turbidity", 5.0), ("orp", 240.0))]  # fmt: skip
@@ -236,3 +240,16 @@ def test_runtime_matches_offline_for_every_family(
     assert sc.truth.any() and (flagged & sc.truth).sum() >= 0.8 * sc.truth.sum()
     states = [e.state for e in events]
     assert states[::2] == ["start"] * len(states[::2]) and "end" not in states[::2]
+
+
+def test_a_clock_jumping_back_starts_a_new_row(models_dir: Path) -> None:
+    det = _detector(models_dir)
+    sim = WaterQualitySim(12, T0)
+    rows = _rows(sim, T0, 1)
+    for t, row in rows:
+        det.score(_readings("wq-1", t, row))
+    before = det.stats()["water-quality"]["rows_scored"]
+    reset = T0 - 86400.0  # the node rebooted with yesterday's clock
+    for k in range(3):
+        det.score(_readings("wq-1", reset + k * 300.0, rows[k][1]))
+    assert det.stats()["water-quality"]["rows_scored"] == before + 3
