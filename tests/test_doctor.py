@@ -432,6 +432,25 @@ async def test_doctor_command_exit_codes_and_remedies(
     assert lines[broker + 1].strip().startswith("fix: start the broker")  # remedy on one line
     assert any(line.startswith("FAIL serial  /dev/ttyUSB-twinedge-absent") for line in lines)
     assert lines[-1] == "2 check(s) failed"  # the broker and the absent port
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "doctor",
+        "--site",
+        str(site),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 1
+    results = json.loads(out)
+    assert {r["status"] for r in results} <= {"ok", "warn", "fail", "skip"}
+    failed = [r for r in results if r["status"] == "fail"]
+    assert [r["check"] for r in failed] == ["serial", "broker"]
+    assert all(r["remedy"] for r in failed)
     bad_site = tmp_path / "bad.toml"
     bad_site.write_text("[gateway]\nid = 'x'\n")
     proc = await asyncio.create_subprocess_exec(
