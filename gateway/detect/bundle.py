@@ -139,6 +139,9 @@ def _check_manifest(file: Path, m: dict[str, Any]) -> dict[str, str]:
     bad_units = sorted(f"{q}={u}" for q, u in units.items() if u not in UNITS)
     if bad_units:
         raise ModelError(f"{file}: unknown unit codes: {', '.join(bad_units)}")
+    summed = m["window"].get("sum", [])
+    if not isinstance(summed, list) or not set(summed) <= set(units) or (summed and period <= 0):
+        raise ModelError(f"{file}: window.sum must list quantities of a model with a period")
     if m.get("mode", "active") not in ("active", "shadow"):
         raise ModelError(f"{file}: mode must be 'active' or 'shadow', got {m['mode']!r}")
     if fs is None:

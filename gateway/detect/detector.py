@@ -75,7 +75,8 @@ class _Window:
     values: npt.NDArray[np.float64]
     received: npt.NDArray[np.bool_]
     filled: int = 0
-    row_time: float = -math.inf
+    row_time: float = -math.inf  # when the newest row began (period boundaries)
+    last_time: float = -math.inf  # the newest value's time (the row's time for the features)
     open: bool = False
     flagged: bool = False
     last_score: float | None = None
@@ -87,21 +88,26 @@ class _Window:
         # a clock that jumps back by more than a period (a node reset) starts a row too
         return t >= self.row_time + period or t < self.row_time - period
 
-    def put(self, q: int, value: float, t: float, period: float) -> None:
+    def put(self, q: int, value: float, t: float, period: float, summed: bool) -> None:
+        """Add a value: it replaces the row's value, or adds to it for a summed quantity."""
         if self.filled == 0:
-            self.values[:, q] = value  # a new window is padded with its first row
+            self.values[:, q] = 0.0 if summed else value  # padded with its first row
             self.filled, self.row_time = 1, t
         elif self.starts_row(t, period):
             self.values[:-1] = self.values[1:]
             self.filled += 1
             self.row_time = t
             self.received[:] = False
-        if self.filled == 1:
-            self.values[:, q] = value
+        rows = slice(None) if self.filled == 1 else slice(-1, None)
+        if summed:
+            if not self.received[q]:
+                self.values[rows, q] = 0.0  # counts start afresh in every row
+            self.values[rows, q] += value
         else:
-            self.values[-1, q] = value
+            self.values[rows, q] = value
         self.received[q] = True
         self.open = True
+        self.last_time = max(t, self.row_time)
 
 
 @dataclass(slots=True)
@@ -119,6 +125,9 @@ class _Model:
     def __init__(self, bundle: Bundle, mode: str = "active") -> None:
         self.bundle, self.mode = bundle, mode
         self.qindex = {q: i for i, q in enumerate(bundle.quantities)}
+        summed = set(bundle.manifest["window"].get("sum", []))
+        self.summed = [q in summed for q in self.qindex]
+        self.has_sums = any(self.summed)
         self.defaults = np.asarray(
             bundle.manifest.get("defaults", [0.0] * len(self.qindex)), dtype=np.float64
         )
@@ -218,12 +227,12 @@ class Detector:
             period = model.bundle.period_s
             if win.open and win.starts_row(r.time, period):
                 requests.setdefault(model.bundle.category, []).append(self._snapshot(r.asset, win))
-            win.put(q, float(r.value), r.time, period)
+            win.put(q, float(r.value), r.time, period, model.summed[q])
             win.pending.append(r)
             touched[r.asset] = win
         partial: list[tuple[str, _Window]] = []
         for asset, win in touched.items():
-            if win.open and win.received.all():
+            if win.open and win.received.all() and not self._models[self._assets[asset]].has_sums:
                 category = self._assets[asset]
                 requests.setdefault(category, []).append(self._snapshot(asset, win))
             elif win.pending:
@@ -268,7 +277,7 @@ class Detector:
         missing = np.isnan(values)
         if missing.any():
             values[missing] = np.broadcast_to(model.defaults, values.shape)[missing]
-        req = _Request(asset, values, win.filled, win.row_time, win.pending)
+        req = _Request(asset, values, win.filled, win.last_time, win.pending)
         win.pending, win.open = [], False
         return req
 

@@ -24,7 +24,8 @@ SPEC = {
         {"name": "count_in", "unit": "IE"},
         {"name": "count_out", "unit": "IE"},
     ],
-    "window": {"length": 24, "period_s": 300.0},
+    # counts are people per report: a row adds up the reports of its 5 minutes
+    "window": {"length": 24, "period_s": 300.0, "sum": ["count_in", "count_out"]},
     "features": {"set": "pedestrian-counter/1", "params": {"tz_hours": 1.0, "period_s": 300.0}},
     "clear_ratio": 0.8,
     "mode": "active",
