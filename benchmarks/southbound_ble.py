@@ -108,7 +108,7 @@ class Gateway:
         self.specs = {}
         for name, address in lights.items():
             self.ctxs[name] = SourceContext(name, light_profile, options=options)
-            self.specs[name] = parse_spec(f"ble:{address}?timeout=10s")
+            self.specs[name] = parse_spec(f"ble:{address}?timeout=20s&gatt_timeout=5s")
         for n in counters:
             name = f"counter-{n:04d}"
             self.ctxs[name] = SourceContext(name, counter_profile, options=options)
@@ -281,13 +281,40 @@ def main() -> None:
     p.add_argument("--vanish-at", type=float, default=10.0)
     p.add_argument("--vanish-for", type=float, default=3.0)
     p.add_argument("--vanish", type=int, default=1, help="how many lights vanish and return")
+    p.add_argument("--profile", action="store_true", help="also split gateway CPU by package")
     p.add_argument("--emulator", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.emulator:
         asyncio.run(emulator(args))
         return
-    print(json.dumps(asyncio.run(gateway(args)), indent=2))
+    if not args.profile:
+        print(json.dumps(asyncio.run(gateway(args)), indent=2))
+        return
+    import cProfile
+
+    prof = cProfile.Profile()
+    result = prof.runcall(asyncio.run, gateway(args))
+    result["gateway_cpu_share_by_package"] = cpu_shares(prof)
+    print(json.dumps(result, indent=2))
+
+
+def cpu_shares(prof: Any) -> dict[str, float]:
+    """Own CPU time per package (bumble host stack, bleak, twinedge, asyncio, other), in %."""
+    import pstats
+
+    totals: dict[str, float] = {}
+    for (filename, _line, _fn), (_cc, _nc, tottime, _ct, _callers) in (
+        pstats.Stats(prof).stats.items()  # type: ignore[attr-defined]
+    ):
+        key = "other"
+        for pkg in ("bumble", "bleak", "gateway", "edge_node", "hil_tests", "asyncio"):
+            if f"/{pkg}/" in filename:
+                key = pkg
+                break
+        totals[key] = totals.get(key, 0.0) + tottime
+    whole = sum(totals.values()) or 1.0
+    return {k: round(100 * v / whole, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
 
 
 if __name__ == "__main__":

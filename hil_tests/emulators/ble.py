@@ -199,7 +199,7 @@ class EmulatedStreetlight(_Peripheral):
 
     async def _notify_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = loop.time() + self.rng.uniform(0.0, self.period)  # devices are not in phase
         while True:
             next_at += self.period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
@@ -307,7 +307,7 @@ class EmulatedCounter(_Peripheral):
 
     async def _update_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
+        next_at = loop.time() + self.rng.uniform(0.0, self.period)  # devices are not in phase
         while True:
             next_at += self.period
             await asyncio.sleep(max(0.0, next_at - loop.time()))
