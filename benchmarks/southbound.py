@@ -1,10 +1,11 @@
 """Southbound benchmark: many devices into one gateway process; prints JSON figures.
 
     .venv/bin/python benchmarks/southbound.py --duration 30          # the issue's mix
-    .venv/bin/python benchmarks/southbound.py --counters 0 --lights 0 --sondes 20
+    .venv/bin/python benchmarks/southbound.py --counters 0 --lights 0 --nodes 0 --sondes 20
 
 The mix of issue 3: 200 BLE advertising pedestrian counters at 1 Hz, 10 BLE streetlights
-notifying all six values at 1 Hz, and 20 Modbus sondes polled at 1 Hz. Every device runs as
+notifying all six values at 1 Hz, and 20 serial/Modbus water-quality probes at 1 Hz (by
+default 10 twinedge serial nodes and 10 Modbus sondes). Every device runs as
 the gateway runs it: its driver (``open_source``) under :func:`gateway.supervise.supervise`,
 feeding one bounded queue that a consumer drains.
 
@@ -12,12 +13,15 @@ Where the emulators run, and how gateway CPU is measured:
 
 - The Modbus sondes run in a child process (``hil_tests.emulators.modbus_sonde --control``)
   behind real ptys, so their cost is not in this process.
-- The BLE peripherals run on bumble in this process (bumble's LocalLink cannot cross processes),
-  so the process CPU is measured twice: first with only the emulators running (baseline), then
-  with the gateway's sources added. ``gateway_cpu_pct`` is the difference. The emulated
-  central's HCI work (BlueZ and the kernel on a real gateway) is counted as gateway work.
+- The serial nodes (the edge_node framework itself, on ptys) and the BLE peripherals run in
+  this process; see the baseline below.
+- bumble's LocalLink cannot cross processes, so the process CPU is measured twice: first
+  with only the emulators running (baseline), then with the gateway's sources added;
+  ``cpu_pct_of_one_core.gateway`` is the difference. The emulated central's HCI work (BlueZ
+  and the kernel on a real gateway) is counted as gateway work.
 
 Readings lost: Modbus — readings of failed polls, plus polls that fell behind schedule;
+serial nodes — frames missing by sequence number after the node's resends (``gaps``);
 streetlights — notifications sent minus readings received; counters — adverts missed by
 sequence number (counts are cumulative, so people are not lost with a missed advert).
 Reconnect: after each family's device vanishes and the gateway has noticed, the time from its
@@ -49,11 +53,11 @@ from gateway.supervise import Backoff, supervise
 
 @dataclass
 class Device:
-    family: str  # modbus, light, counter
+    family: str  # modbus, serial, light, counter
     asset: str
     spec: str
     ctx: SourceContext
-    emulator: Any = None  # the emulated peripheral (BLE) or the sonde's index (Modbus)
+    emulator: Any = None  # the emulated node or peripheral, or the sonde's index (Modbus)
 
 
 @dataclass
@@ -138,8 +142,32 @@ async def ble_radio(args: argparse.Namespace) -> AsyncIterator[Any]:
         yield radio
 
 
-def devices(line: ModbusLine | None, radio: Any) -> list[Device]:
+@contextlib.asynccontextmanager
+async def serial_nodes(count: int) -> AsyncIterator[list[Any]]:
+    """twinedge water-quality nodes (the edge_node framework under CPython) on ptys."""
+    if not count:
+        yield []
+        return
+    from hil_tests.emulators.serial_node import SerialNode
+
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [
+            await stack.enter_async_context(
+                SerialNode("water-quality", f"wq-{n:04d}", seed=n, period=1.0)
+            )
+            for n in range(1, count + 1)
+        ]
+        yield nodes
+
+
+def devices(line: ModbusLine | None, nodes: list[Any], radio: Any) -> list[Device]:
     out = []
+    if nodes:
+        profile = load_profile("twinedge-water-node")
+        for n, node in enumerate(nodes, start=1):
+            asset = f"wq-{n:04d}"  # the node's id, as serial_nodes() named it
+            ctx = SourceContext(asset, profile)
+            out.append(Device("serial", asset, f"serial:{node.path}", ctx, node))
     if line is not None:
         profile = load_profile("sonde-modbus")
         for i, port in enumerate(line.ports):
@@ -193,7 +221,7 @@ def losses(devs: list[Device], a: Snapshot, b: Snapshot, period: float) -> dict[
     """Per family: what was sent or due in the window, what arrived, what was lost."""
     out: dict[str, Any] = {}
     window = b.at - a.at
-    for family in ("modbus", "light", "counter"):
+    for family in ("modbus", "serial", "light", "counter"):
         fam = [d for d in devs if d.family == family]
         if not fam:
             continue
@@ -214,6 +242,17 @@ def losses(devs: list[Device], a: Snapshot, b: Snapshot, period: float) -> dict[
                 "failed_polls": delta("frames_bad"),
                 "readings": got,
                 "readings_lost": per_poll * (delta("frames_bad") + behind),
+            }
+        elif family == "serial":
+            per_frame = len(fam[0].ctx.profile.quantities) if fam[0].ctx.profile else 0
+            out[family] = {
+                "devices": len(fam),
+                "readings": got,
+                "frames_ok": delta("frames_ok"),
+                "frames_bad": delta("frames_bad"),
+                "gaps": delta("gaps"),
+                "duplicates": delta("duplicates"),
+                "readings_lost": per_frame * delta("gaps"),
             }
         elif family == "light":
             sent = sum(b.sent[d.asset] - a.sent[d.asset] for d in fam)
@@ -247,7 +286,7 @@ async def reconnect_times(
 ) -> dict[str, Any]:
     """Vanish one device per family, wait until the gateway notices, reappear, time it."""
     out: dict[str, Any] = {}
-    for family in ("modbus", "light", "counter"):
+    for family in ("modbus", "serial", "light", "counter"):
         dev = next((d for d in devs if d.family == family), None)
         if dev is None:
             continue
@@ -267,7 +306,7 @@ async def reconnect_times(
                 "median_s": round(statistics.median(times), 3),
                 "max_s": round(max(times), 3),
             }
-            if family != "modbus":
+            if family in ("light", "counter"):
                 out[family]["max_adv_intervals"] = round(max(times) / adv_s, 2)
     return out
 
@@ -297,6 +336,8 @@ async def vanish(dev: Device, line: ModbusLine | None) -> None:
     if dev.family == "modbus":
         assert line is not None
         await line.command("vanish", dev.emulator)
+    elif dev.family == "serial":
+        await dev.emulator.vanish()
     else:
         dev.emulator.vanish()
 
@@ -305,6 +346,8 @@ async def reappear(dev: Device, line: ModbusLine | None) -> None:
     if dev.family == "modbus":
         assert line is not None
         await line.command("reappear", dev.emulator)
+    elif dev.family == "serial":
+        await dev.emulator.reappear()
     else:
         dev.emulator.reappear()
 
@@ -316,8 +359,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         line = None
         if args.sondes:
             line = await stack.enter_async_context(modbus_line(args.sondes))
+        nodes = await stack.enter_async_context(serial_nodes(args.nodes))
         radio = await stack.enter_async_context(ble_radio(args))
-        devs = devices(line, radio)
+        devs = devices(line, nodes, radio)
         tally.family_of = {d.asset: d.family for d in devs}
         t0 = cpu()
         await asyncio.sleep(args.baseline)  # emulators alone: their share of this process
@@ -328,7 +372,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 coro = supervise(parse_spec(d.spec), d.ctx, queue, backoff=Backoff(0.2, 2.0))
                 tasks.append(tg.create_task(coro, name=f"device {d.asset}"))
             started = time.monotonic()
-            await wait_for(lambda: all(tally.readings[d.asset] for d in devs), args.ready_timeout)
+            try:
+                await wait_for(
+                    lambda: all(tally.readings[d.asset] for d in devs), args.ready_timeout
+                )
+            except TimeoutError:
+                silent = [d.asset for d in devs if not tally.readings[d.asset]]
+                raise SystemExit(
+                    f"southbound: {len(silent)} devices never reported within "
+                    f"{args.ready_timeout:.0f} s (e.g. {silent[:5]}); process CPU since the "
+                    f"start {rate(t0, cpu()):.0f} % of a core, so the machine cannot carry "
+                    "this mix with the emulators in one process"
+                ) from None
             ready_s = time.monotonic() - started
             await asyncio.sleep(args.warmup)
             a, c0 = Snapshot.take(devs, tally), cpu()
@@ -343,7 +398,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 t.cancel()
     return {
         "machine": machine(),
-        "mix": {"counters": args.counters, "lights": args.lights, "sondes": args.sondes},
+        "mix": {
+            "counters": args.counters,
+            "lights": args.lights,
+            "sondes": args.sondes,
+            "serial_nodes": args.nodes,
+        },
         "adv_interval_ms": args.adv_interval_ms,
         "window_s": round(b.at - a.at, 1),
         "all_devices_reporting_after_s": round(ready_s, 2),
@@ -378,7 +438,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--counters", type=int, default=200, help="BLE advertising counters (200)")
     p.add_argument("--lights", type=int, default=10, help="BLE streetlights (10)")
-    p.add_argument("--sondes", type=int, default=20, help="Modbus sondes (20)")
+    p.add_argument("--sondes", type=int, default=10, help="Modbus sondes (10)")
+    p.add_argument("--nodes", type=int, default=10, help="twinedge serial nodes (10)")
     p.add_argument("--duration", type=float, default=30.0, help="measured window, s (30)")
     p.add_argument("--baseline", type=float, default=10.0, help="emulators-only window, s (10)")
     p.add_argument("--warmup", type=float, default=3.0, help="after all report, before measuring")
