@@ -13,8 +13,6 @@ import json
 from edge_node import protocol as P
 from edge_node.compat import ticks_add, ticks_diff, ticks_ms
 
-COLLECT_MS = 10  # readings sampled within this window share one frame
-
 
 class Sensor:
     """A named quantity with its unit and a ``read()`` returning a number.
@@ -32,7 +30,6 @@ class Sensor:
         self.failing = False
         self.samples = 0
         self.errors = 0
-        self.wake = asyncio.Event()
 
 
 class Node:
@@ -48,7 +45,7 @@ class Node:
         self.identify_hook = hooks.get("identify")  # async fn(seconds)
         self.reset_hook = hooks.get("reset")  # fn()
         self._batch = []
-        self._batch_ready = asyncio.Event()
+        self._wake = asyncio.Event()
         self._tasks = []
 
     @property
@@ -68,10 +65,9 @@ class Node:
         }
 
     async def run(self):
-        """Run every task of the node until one fails or the caller cancels."""
-        coros = [self._sample_loop(s) for s in self.sensors.values()]
-        coros.append(self._report_loop())
-        coros.append(self.uplink.run(self))
+        """Run the node until a task fails or the caller cancels: one scheduler task samples
+        every sensor on its own period (one task, not one per sensor: RAM is scarce)."""
+        coros = [self._schedule(), self.uplink.run(self)]
         if self.wdt is not None and self.config.get("wdt_ms"):
             coros.append(self._feed_loop())
         self._tasks = [asyncio.create_task(c) for c in coros]
@@ -81,8 +77,9 @@ class Node:
             for t in self._tasks:
                 t.cancel()
 
-    def sample(self, sensor):
-        """Read one sensor now and queue the value; errors become one error report."""
+    def sample(self, sensor, flush=True):
+        """Read one sensor now and report the value (``flush``) or queue it for the next report;
+        an error becomes one error report per failure streak."""
         try:
             value = float(sensor.read())
         except (OSError, ValueError, TypeError) as e:
@@ -94,39 +91,48 @@ class Node:
         sensor.failing = False
         sensor.samples += 1
         self._batch.append([sensor.name, value])
-        self._batch_ready.set()
+        if flush:
+            self.flush()
 
-    async def _sample_loop(self, sensor):
-        due = ticks_ms()
+    def flush(self):
+        """Send what was sampled since the last report (one frame per MAX_BODY bytes)."""
+        if not self._batch:
+            return
+        batch = self._batch
+        self._batch = []
+        t = self.clock() if self.clock is not None else None
+        for chunk in _chunks(batch):
+            self.uplink.submit(chunk, t)
+
+    async def _schedule(self):
+        due = {}
+        now = ticks_ms()
+        for name in self.sensors:
+            due[name] = now
         while True:
-            self.sample(sensor)
-            period_ms = int(self.config.period(sensor.name) * 1000)
-            due = ticks_add(due, period_ms)
-            wait = ticks_diff(due, ticks_ms())
-            if wait < 0:  # fell behind (slow sensor or period shortened): restart the grid
-                due = ticks_ms()
-                wait = 0
-            if await self._sleep_or_wake(sensor.wake, wait):
-                due = ticks_ms()  # period changed: sample now on the new grid
+            now = ticks_ms()
+            for name, sensor in self.sensors.items():
+                if ticks_diff(due[name], now) <= 0:
+                    self.sample(sensor, False)
+                    nxt = ticks_add(due[name], int(self.config.period(name) * 1000))
+                    if ticks_diff(nxt, now) <= 0:  # fell behind: restart this sensor's grid
+                        nxt = ticks_add(now, int(self.config.period(name) * 1000))
+                    due[name] = nxt
+            self.flush()  # sensors due together share one frame
+            now = ticks_ms()
+            wait = min(ticks_diff(d, now) for d in due.values())
+            if await self._sleep_or_wake(max(wait, 0)):
+                now = ticks_ms()  # a period changed: sample everything now on the new grid
+                for name in due:
+                    due[name] = now
 
-    async def _sleep_or_wake(self, event, ms):
-        event.clear()
+    async def _sleep_or_wake(self, ms):
+        self._wake.clear()
         try:
-            await asyncio.wait_for(event.wait(), ms / 1000)
+            await asyncio.wait_for(self._wake.wait(), ms / 1000)
         except asyncio.TimeoutError:
             return False
         return True
-
-    async def _report_loop(self):
-        while True:
-            await self._batch_ready.wait()
-            await asyncio.sleep(COLLECT_MS / 1000)
-            self._batch_ready.clear()
-            batch = self._batch
-            self._batch = []
-            t = self.clock() if self.clock is not None else None
-            for chunk in _chunks(batch):
-                self.uplink.submit(chunk, t)
 
     async def _feed_loop(self):
         interval = self.config.get("wdt_ms") / 4000
@@ -159,9 +165,7 @@ class Node:
         key = "period." + sensor if sensor else "period_s"
         err = self._store(key, seconds)
         if err is None:
-            for s in self.sensors.values():
-                if not sensor or s.name == sensor:
-                    s.wake.set()
+            self._wake.set()
         return err
 
     def _set_config(self, key, text):
@@ -173,8 +177,7 @@ class Node:
             return (P.E_BAD_VALUE, "node_id changes only on the next boot; write it to flash")
         err = self._store(key, value)
         if err is None and (key == "period_s" or key.startswith("period.")):
-            for s in self.sensors.values():
-                s.wake.set()
+            self._wake.set()
         return err
 
     def _store(self, key, value):

@@ -39,7 +39,7 @@ class MicroPythonNode:
         *,
         config: dict[str, Any] | None = None,
         hw: dict[str, Any] | None = None,
-        heap: str = "128k",
+        heap: str = "72k",
         fileno: bool = True,
     ) -> None:
         self.app = app

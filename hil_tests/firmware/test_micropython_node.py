@@ -55,7 +55,7 @@ async def test_announce_then_readings_from_the_adc_and_i2c_probes() -> None:
             assert c.ctx.counters.frames_bad == 0 and c.ctx.counters.duplicates == 0
         assert node.proc is not None and node.proc.returncode is None
         await asyncio.wait_for(_heap_reported(node), 10)
-        assert 0 < max(node.heap_live) < 128 * 1024
+        assert 0 < max(node.heap_live) < 72 * 1024
 
 
 async def _heap_reported(node: MicroPythonNode) -> None:
