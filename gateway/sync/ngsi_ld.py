@@ -304,6 +304,8 @@ class NgsiProjection:
         elif etype == "CrowdFlowObserved":
             self._crowd(ent, state, ident if full else None)
         times = [t for q, v in state.items() if q not in _DEVICE_QUANTITIES and (t := _time(v))]
+        if full and not times:
+            return None  # an observation entity needs an observation (its dateObserved)
         if times and len(ent) > 2 + ("@context" in ent):
             self._date(ent, _DATE_ATTR.get(etype, "dateObserved"), max(times))
         return ent

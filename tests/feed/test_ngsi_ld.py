@@ -246,3 +246,12 @@ def test_bad_projection_config_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"projection.kind"):
         project("orion", "dublin", {})
     assert project("native", "dublin", {}) is None
+
+
+def test_a_twin_without_observations_projects_only_its_device(
+    twins: dict[str, dict[str, Any]],
+) -> None:
+    twin = dict(twins["water-quality"], state={})
+    proj = NgsiProjection("dublin", "keyValues")
+    (dev,) = proj.entities(twin_message(twin))
+    assert dev["type"] == "Device" and sdm_errors(dev) == []
