@@ -196,7 +196,11 @@ class HttpUpsert:
                 continue
             if b.kind != KIND_EVENT:
                 out.extend(self.projection.readings_entities(doc))
-            elif isinstance(doc, dict) and doc.get("type") == "anomaly":
+            elif (
+                isinstance(doc, dict)
+                and doc.get("type") == "anomaly"
+                and doc.get("mode", "active") == "active"
+            ):
                 out.append(self.projection.anomaly_entity(doc))
         return out
 

@@ -185,7 +185,9 @@ class NgsiProjection:
             return self.readings_entities(message["rows"])
         if kind == "event":
             body = message["event"]
-            return [self.anomaly_entity(body)] if body.get("type") == "anomaly" else []
+            # a shadow-mode model is on trial: its anomalies are not published as alerts
+            live = body.get("type") == "anomaly" and body.get("mode", "active") == "active"
+            return [self.anomaly_entity(body)] if live else []
         return []
 
     def to_messages(self, message: Mapping[str, Any]) -> list[tuple[str, bytes]]:

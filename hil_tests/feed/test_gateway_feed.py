@@ -115,3 +115,9 @@ async def test_every_published_message_validates_and_the_sink_agrees(
     for r in kinds(rec.received, "delta") + kinds(rec.received, "readings"):
         for ent in proj.entities(r.doc):
             assert ent["id"].startswith(f"urn:ngsi-ld:{ent['type']}:lab:")
+    anomalies = [ent for r in kinds(rec.received, "event") for ent in proj.entities(r.doc)]
+    for ent in anomalies:
+        assert ent["type"] == "Anomaly"
+        assert [e.message for e in sdm_validator("Anomaly").iter_errors(ent)] == []
+    active = [r for r in kinds(rec.received, "event") if r.doc["event"].get("mode") == "active"]
+    assert len(anomalies) == len(active)

@@ -223,6 +223,8 @@ def test_anomaly_event_entity() -> None:
     assert ent["thresholdBreach"][0]["thresholdValue"] == 0.8
     assert sdm_errors(ent) == []
     assert proj.entities(m.event("gw-1", "s-1", T0, 8, "wq-1", {"type": "drop"})) == []
+    shadow = dict(body, mode="shadow")
+    assert proj.entities(m.event("gw-1", "s-1", T0, 9, "wq-1", shadow)) == []
 
 
 def test_to_messages_topics_and_payloads(twins: dict[str, dict[str, Any]]) -> None:
