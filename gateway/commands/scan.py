@@ -154,10 +154,18 @@ async def scan(args: argparse.Namespace, units: list[int]) -> tuple[list[Found],
 
 
 async def _start_emulators(stack: AsyncExitStack) -> tuple[list[str], Any]:
-    """The demo's emulated devices: a Modbus sonde and a BLE radio with lights and counters."""
+    """The demo's emulated devices: two twinedge serial nodes, a Modbus sonde, and a BLE radio
+    with streetlights, counters and a passer-by's phone."""
     # the emulators are test tooling, not gateway code: imported by name, not type-checked here
     ble: Any = importlib.import_module("hil_tests.emulators.ble")
     modbus: Any = importlib.import_module("hil_tests.emulators.modbus_sonde")
+    serial_node: Any = importlib.import_module("hil_tests.emulators.serial_node")
+    link_dir = pty_link_dir()
+    link_dir.mkdir(parents=True, exist_ok=True)
+    ports = []
+    for kind, node_id in (("water-quality", "wq-0001"), ("pedestrian-counter", "pc-0001")):
+        node = serial_node.SerialNode(kind, f"{node_id}-{os.getpid()}", directory=link_dir)
+        ports.append(str((await stack.enter_async_context(node)).path))
     sonde = await stack.enter_async_context(modbus.ModbusSonde(seed=1))
     radio = await stack.enter_async_context(ble.BleRadio(seed=1))
     for n in (1, 2):
@@ -165,7 +173,7 @@ async def _start_emulators(stack: AsyncExitStack) -> tuple[list[str], Any]:
     for n in (1, 2, 3):
         await radio.add_counter(n)
     await radio.add_phone()  # something a scan must show as not recognised
-    return [sonde.port_path], radio.scanner_backend
+    return [*ports, sonde.port_path], radio.scanner_backend
 
 
 def _list_ports() -> list[str]:

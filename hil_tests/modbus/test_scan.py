@@ -40,7 +40,7 @@ def test_emulated_scan_finds_devices_and_writes_a_valid_site(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     site = tmp_path / "site.toml"
-    argv = ["scan", "--emulated", "--json", "--timeout", "1.5", "--listen", "0.3"]
+    argv = ["scan", "--emulated", "--json", "--timeout", "1.5", "--listen", "2"]
     code = main([*argv, "--write-site", str(site), "--location", "4.9,52.37"])
     report = json.loads(capsys.readouterr().out)
     devices = report["devices"]
@@ -49,6 +49,9 @@ def test_emulated_scan_finds_devices_and_writes_a_valid_site(
     assert sondes[0]["profile"] == "sonde-modbus"
     assert sondes[0]["spec"] == f"modbus:{sondes[0]['target']}?unit=1"
     assert 0 < sondes[0]["detail"]["values"]["ph"] < 14
+    nodes = {d["profile"]: d for d in devices if d["kind"] == "twinedge-node"}
+    assert set(nodes) == {"twinedge-water-node", "twinedge-counter-node"}
+    assert nodes["twinedge-water-node"]["spec"].startswith("serial:")
     if HAVE_BLE_SCAN:
         assert code == 0, report["errors"]
         ble = [d for d in devices if d["transport"] == "ble"]
@@ -60,7 +63,8 @@ def test_emulated_scan_finds_devices_and_writes_a_valid_site(
         assert report["errors"] == ["note: BLE scanning is not available in this build"]
         assert code == 0
     loaded = load_site(site)
-    assert [a.source.scheme for a in loaded.assets].count("modbus") == 1
+    schemes = [a.source.scheme for a in loaded.assets]
+    assert (schemes.count("modbus"), schemes.count("serial")) == (1, 2)
     assert all(a.location["coordinates"] == [4.9, 52.37] for a in loaded.assets)
     assert main(["config", "check", str(site)]) == 0
 
