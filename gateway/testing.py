@@ -87,23 +87,28 @@ class FeedRecorder:
 
     async def _consume(self) -> None:
         try:
-            await self._read()
+            async for m in self.client.messages:
+                await self._take(m)
         except aiomqtt.MqttError:
-            self.disconnected = True  # the broker went away; what arrived so far is kept
+            # aiomqtt ends the iteration at a disconnect even when messages that paho already
+            # acknowledged to the broker are still queued: take them too, or they are lost here
+            queue = self.client._queue
+            while not queue.empty():
+                await self._take(queue.get_nowait())
+            self.disconnected = True
 
-    async def _read(self) -> None:
-        async for m in self.client.messages:
-            raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                doc = None
-            if not isinstance(doc, dict):
-                self.undecodable.append(raw)
-                continue
-            async with self._changed:
-                self.received.append(Received(str(m.topic), doc, bool(m.retain), raw))
-                self._changed.notify_all()
+    async def _take(self, m: aiomqtt.Message) -> None:
+        raw = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            self.undecodable.append(raw)
+            return
+        async with self._changed:
+            self.received.append(Received(str(m.topic), doc, bool(m.retain), raw))
+            self._changed.notify_all()
 
     async def wait_for(
         self, predicate: Callable[[list[Received]], bool], within: float = 15.0
@@ -123,6 +128,10 @@ class FeedRecorder:
     def reading_seqs(self) -> list[int]:
         """Every reading seq received, duplicates included, in arrival order."""
         return [row[0] for r in self.of("readings") for row in r.doc["rows"]]
+
+    def seqs(self) -> list[int]:
+        """Every outbox seq received (readings and events share the counter), with duplicates."""
+        return self.reading_seqs() + [r.doc["seq"] for r in self.of("event")]
 
     async def publish(self, topic: str, payload: bytes | str, retain: bool = False) -> None:
         await self.client.publish(topic, payload, qos=1, retain=retain)
