@@ -48,9 +48,12 @@ class ScannerHub:
 
     _hubs: ClassVar[dict[Any, ScannerHub]] = {}
 
-    def __init__(self, backend: type[Any] | None, company_id: int) -> None:
+    def __init__(
+        self, backend: type[Any] | None, company_id: int, adapter: str | None = None
+    ) -> None:
         self.backend = backend
         self.company_id = company_id
+        self.adapter = adapter
         self.users = 0
         self.handlers: dict[int, Handler] = {}
         self.known: dict[str, int] = {}  # address -> node id, configured counters only
@@ -61,11 +64,13 @@ class ScannerHub:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def acquire(cls, backend: type[Any] | None, company_id: int) -> ScannerHub:
-        key = (backend, company_id)
+    async def acquire(
+        cls, backend: type[Any] | None, company_id: int, adapter: str | None = None
+    ) -> ScannerHub:
+        key = (backend, company_id) if adapter is None else (backend, company_id, adapter)
         hub = cls._hubs.get(key)
         if hub is None:
-            hub = cls._hubs[key] = ScannerHub(backend, company_id)
+            hub = cls._hubs[key] = ScannerHub(backend, company_id, adapter)
         async with hub._lock:
             hub.users += 1
             if hub.users == 1:
@@ -81,13 +86,16 @@ class ScannerHub:
         async with self._lock:
             self.users -= 1
             if self.users == 0:
-                ScannerHub._hubs.pop((self.backend, self.company_id), None)
+                key = (self.backend, self.company_id)
+                ScannerHub._hubs.pop(key if self.adapter is None else (*key, self.adapter), None)
                 scanner, self._scanner = self._scanner, None
                 if scanner is not None:
                     await _stop(scanner)
 
     async def _start(self) -> None:
         kwargs: dict[str, Any] = {"backend": self.backend} if self.backend else {}
+        if self.adapter:
+            kwargs["bluez"] = {"adapter": self.adapter}
         scanner = BleakScanner(self._on_advert, scanning_mode="active", **kwargs)
         try:
             async with asyncio.timeout(_START_TIMEOUT):
@@ -166,7 +174,8 @@ class BleAdvSource:
         self.state: dict[str, int] | None = ctx.device_info.get("advert")
 
     async def __aenter__(self) -> Self:
-        self.hub = await ScannerHub.acquire(self.backend, self.company_id)
+        adapter = self.ctx.options.get("ble_adapter")
+        self.hub = await ScannerHub.acquire(self.backend, self.company_id, adapter)
         try:
             self.hub.subscribe(self.node_id, self._on_payload)
         except BaseException:

@@ -11,7 +11,8 @@ the supervisor reconnects; a connect completes on the device's next advert, so a
 takes about one advertising interval once the device is back.
 
 bleak backends come from ``ctx.options["ble_scanner_backend"]`` / ``["ble_client_backend"]``
-(the emulated radio in tests and the demo), else bleak's platform default (BlueZ on Linux).
+(the emulated radio in tests and the demo), else bleak's platform default (BlueZ on Linux);
+``ctx.options["ble_adapter"]`` picks a BlueZ adapter (``hci1``).
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ class BleGattSource:
         self.commands = self._commands()
         self.scanner_backend = ctx.options.get("ble_scanner_backend")
         self.client_backend = ctx.options.get("ble_client_backend")
+        adapter = ctx.options.get("ble_adapter")  # e.g. "hci1"; bleak's default otherwise
+        self.bluez: dict[str, Any] = {"bluez": {"adapter": adapter}} if adapter else {}
         self.client: BleakClient | None = None
         self.queue: asyncio.Queue[Any] = asyncio.Queue(_QUEUE)
         self._seq = 0
@@ -103,6 +106,7 @@ class BleGattSource:
     async def __aenter__(self) -> Self:
         found: BLEDevice | str = self.address if self.address else await self._find()
         kwargs: dict[str, Any] = {"backend": self.client_backend} if self.client_backend else {}
+        kwargs.update(self.bluez)
         client = BleakClient(
             found, disconnected_callback=self._on_disconnect, timeout=self.timeout, **kwargs
         )
@@ -123,6 +127,7 @@ class BleGattSource:
         """Scan for the device by name (an address is connected to directly: the connect
         completes on the device's next advert, which keeps a reconnect to one interval)."""
         kwargs: dict[str, Any] = {"backend": self.scanner_backend} if self.scanner_backend else {}
+        kwargs.update(self.bluez)
         assert self.name is not None
         try:
             found = await BleakScanner.find_device_by_name(self.name, self.timeout, **kwargs)

@@ -34,7 +34,7 @@ class Hardware:
 
     @property
     def options(self) -> dict[str, Any]:
-        return {}  # bleak's platform default backend (BlueZ picks the adapter)
+        return {"ble_adapter": self.adapter}  # bleak's platform backend (BlueZ) on it
 
 
 @pytest.fixture
