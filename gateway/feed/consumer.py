@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -23,12 +25,14 @@ from typing import Self
 from urllib.parse import urlsplit
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from gateway.errors import ConfigError, FrameError
+from gateway.errors import ConfigError, FrameError, TwinedgeError
 from gateway.feed.decode import FeedMessage, Validation, decode
 from gateway.feed.store import RebirthRequest, TwinStore
 
-__all__ = ["Broker", "FeedClient", "run_sink"]
+__all__ = ["UPLINK_LEAVES", "Broker", "BrokerError", "FeedClient", "default_filters", "run_sink"]
 
 log = logging.getLogger("twinedge.feed")
 
@@ -66,6 +70,7 @@ class FeedClient:
         queue: int = 50_000,
         max_batch: int = 5_000,
         linger: float = 0.02,
+        session_expiry: int = 0,
     ) -> None:
         self.broker = Broker.parse(url)
         self.filters = filters
@@ -74,7 +79,9 @@ class FeedClient:
         self.max_batch = max_batch
         self.linger = linger
         self.bad = 0
-        self._queue: asyncio.Queue[FeedMessage] = asyncio.Queue(queue)
+        self.session_expiry = session_expiry  # > 0: the broker keeps our messages while away
+        self._queue: asyncio.Queue[FeedMessage | BrokerError] = asyncio.Queue(queue)
+        self._failed: BrokerError | None = None
         self._client: aiomqtt.Client | None = None
         self._stack = contextlib.AsyncExitStack()
 
@@ -86,14 +93,16 @@ class FeedClient:
             protocol=aiomqtt.ProtocolVersion.V5,
             tls_params=aiomqtt.TLSParameters() if self.broker.tls else None,
             max_queued_incoming_messages=0,
+            clean_start=self.session_expiry <= 0,
+            properties=_session_expiry(self.session_expiry) if self.session_expiry > 0 else None,
         )
         try:
             self._client = await self._stack.enter_async_context(client)
+            for f in self.filters:
+                await self._client.subscribe(f, qos=1)
         except aiomqtt.MqttError as e:
             await self._stack.aclose()
-            raise ConfigError("--broker", "", "a reachable MQTT broker", str(e)) from None
-        for f in self.filters:
-            await self._client.subscribe(f, qos=1)
+            raise BrokerError(f"{self.broker.host}:{self.broker.port}: {e}") from None
         reader = asyncio.create_task(self._read(), name="feed-reader")
         self._stack.push_async_callback(_cancel, reader)
         return self
@@ -105,44 +114,70 @@ class FeedClient:
 
     async def _read(self) -> None:
         assert self._client is not None
-        async for m in self._client.messages:
-            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-            try:
-                msg = decode(m.topic.value, payload, self.validation)
-            except FrameError as e:
-                self.bad += 1
-                log.warning("feed: bad message dropped: %s", e)
-                continue
-            await self._queue.put(msg)
+        try:
+            async for m in self._client.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+                try:
+                    msg = decode(m.topic.value, payload, self.validation)
+                except FrameError as e:
+                    self.bad += 1
+                    log.warning("feed: bad message dropped: %s", e)
+                    continue
+                await self._queue.put(msg)
+        except aiomqtt.MqttError as e:
+            await self._queue.put(BrokerError(f"connection lost: {e}"))
+
+    async def _get(self) -> FeedMessage:
+        item = await self._queue.get()
+        if isinstance(item, BrokerError):
+            raise item
+        return item
 
     async def messages(self) -> AsyncIterator[FeedMessage]:
         while True:
-            yield await self._queue.get()
+            yield await self._get()
 
     async def batches(self) -> AsyncIterator[list[FeedMessage]]:
         """Batches of up to ``max_batch`` messages: whatever arrives within ``linger`` seconds
         of the first one, so a busy feed costs one transaction per batch, not per message."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            batch = [await self._get()]
             deadline = loop.time() + self.linger
             while len(batch) < self.max_batch:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                left = deadline - loop.time()
-                if left <= 0:
-                    break
                 try:
-                    async with asyncio.timeout(left):
-                        batch.append(await self._queue.get())
+                    if not self._queue.empty():
+                        batch.append(self._queue.get_nowait())  # type: ignore[arg-type]
+                    else:
+                        left = deadline - loop.time()
+                        if left <= 0:
+                            break
+                        async with asyncio.timeout(left):
+                            batch.append(await self._get())
                 except TimeoutError:
                     break
+                except BrokerError:
+                    yield batch  # what arrived before the connection was lost, then fail
+                    raise
+                if isinstance(batch[-1], BrokerError):
+                    failure = batch.pop()
+                    yield batch
+                    raise failure
             yield batch
 
     async def publish(self, request: RebirthRequest) -> None:
         assert self._client is not None
         await self._client.publish(request.topic, json.dumps(request.payload).encode(), qos=1)
+
+
+class BrokerError(TwinedgeError, ConnectionError):
+    """The broker is unreachable or the connection to it was lost."""
+
+
+def _session_expiry(seconds: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = seconds
+    return props
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -173,19 +208,43 @@ async def run_sink(
     on_batch: Callable[[TwinStore], None] | None = None,
     ready: asyncio.Event | None = None,
     leaves: Sequence[str] = UPLINK_LEAVES,
+    session_expiry: int = 3600,
+    backoff_max: float = 30.0,
 ) -> None:
-    """Materialise the feed into ``db`` until cancelled. ``share`` joins a shared subscription;
-    ``ready`` is set once subscribed; ``on_batch`` sees the store after every batch; ``leaves``
-    narrows the subscription (e.g. ``("readings", "event/+")`` for a shared readings sink)."""
+    """Materialise the feed into ``db`` until cancelled, reconnecting with backoff.
+
+    ``share`` joins a shared subscription; ``ready`` is set once subscribed; ``on_batch`` sees
+    the store after every batch; ``leaves`` narrows the subscription (e.g. ``("readings",
+    "event/+")`` for a shared readings sink). The MQTT session (client id derived from the
+    database path) outlives a disconnection by ``session_expiry`` seconds, so the broker keeps
+    the messages published meanwhile.
+    """
     filters = default_filters(prefix, leaves)
     if share:
         filters = [f"$share/{share}/{f}" for f in filters]
+    client_id = "twinedge-sink-" + hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]
+    delay = 0.5
     with TwinStore(db) as store:
-        async with FeedClient(url, filters, validation=validation) as feed:
-            if ready is not None:
-                ready.set()
-            async for batch in feed.batches():
-                for req in store.apply(batch):
-                    await feed.publish(req)
-                if on_batch is not None:
-                    on_batch(store)
+        while True:
+            try:
+                async with FeedClient(
+                    url,
+                    filters,
+                    validation=validation,
+                    client_id=client_id,
+                    session_expiry=session_expiry,
+                ) as feed:
+                    delay = 0.5
+                    log.info("feed sink: subscribed to %s", ", ".join(filters))
+                    if ready is not None:
+                        ready.set()
+                    async for batch in feed.batches():
+                        for req in store.apply(batch):
+                            await feed.publish(req)
+                        if on_batch is not None:
+                            on_batch(store)
+            except BrokerError as e:
+                pause = delay * (0.5 + random.random())
+                log.warning("feed sink: %s; reconnecting in %.1f s", e, pause)
+                await asyncio.sleep(pause)  # backoff before reconnecting
+                delay = min(delay * 2, backoff_max)

@@ -205,3 +205,28 @@ async def test_feed_tail_command_prints_the_feed(broker: MosquittoProcess) -> No
     assert len(lines) == 2
     assert any("dublin/gw-1 birth" in line and "boot 1, 1 assets" in line for line in lines)
     assert any("twin" in line and "wq-1 r1 ph=7" in line for line in lines)
+
+
+async def test_sink_reconnects_after_a_broker_restart(
+    broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    async with sink(broker.url, tmp_path / "s.db") as until:
+        async with client(broker.url) as gw:
+            await publish(
+                gw, TOPICS.readings, m.readings_batch("gw-1", "s-1", T0, rows(1, 5), False)
+            )
+            async with asyncio.timeout(10):
+                await until(lambda s: s.counters.readings == 5)
+        await broker.stop()
+        await broker.start()
+        # the sink resubscribes by itself; publish until a batch sent after the restart lands
+        async with client(broker.url) as gw, asyncio.timeout(20):
+            landed = until(lambda s: s.counters.readings >= 10)
+            first = 6
+            while not landed.done():
+                batch = m.readings_batch("gw-1", "s-1", T0, rows(first, 5), False)
+                await publish(gw, TOPICS.readings, batch)
+                first += 5
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):  # republish if it was not subscribed yet
+                        await asyncio.shield(landed)
