@@ -347,7 +347,10 @@ class Gateway:
                 )
                 self.uplink.publish_live(self.topics.delta(asset_id), messages.dumps(doc))
         if changed:
-            await self.outbox.save_twins(changed)
+            try:
+                await self.outbox.save_twins(changed)
+            except StoreError as e:  # e.g. a full disk: keep running, a later flush saves them
+                self.warn(str(e))
 
     def _birth(self) -> Sequence[Message]:
         gw, session, now = self.site.gateway_id, self.outbox.session, time.time()

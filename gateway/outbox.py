@@ -224,7 +224,12 @@ class Outbox:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:  # e.g. SQLITE_FULL: the transaction stays open unless rolled back
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -369,8 +374,11 @@ class Outbox:
         await self._run(self._save_twins, rows)
 
     def _save_twins(self, rows: list[tuple[str, int, str]]) -> None:
-        with self._atomic() as db:
-            db.executemany("INSERT OR REPLACE INTO twins VALUES (?, ?, ?)", rows)
+        try:
+            with self._atomic() as db:
+                db.executemany("INSERT OR REPLACE INTO twins VALUES (?, ?, ?)", rows)
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"twin snapshots not saved: {e}") from e
 
     async def load_twins(self) -> dict[str, dict[str, Any]]:
         return await self._run(self._load_twins)
