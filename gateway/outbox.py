@@ -23,7 +23,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -246,19 +246,28 @@ class Outbox:
         return await self._run(self._append, list(readings), list(events))
 
     def _append(self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]]) -> int:
+        # counters change inside transactions: put them back when a transaction is rolled back
+        saved = self.rows, dict(self.dropped)
         try:
             return self._insert(readings, events)
         except sqlite3.OperationalError as e:
+            self.rows, self.dropped = saved[0], dict(saved[1])
             if "full" not in str(e):
                 raise StoreError(f"store write failed: {e}") from e
-        # Disk full: make room by policy (drop the oldest readings) and try once more.
+        # Disk full: make room by policy (drop the oldest readings) and try once more. A WAL
+        # that grew to fill the disk never reaches its auto-checkpoint: truncate it first.
         log.error("store %s: disk full, dropping the oldest readings to make room", self.path)
         n = len(readings) + len(events)
         try:
+            assert self._db is not None
+            with suppress(sqlite3.OperationalError):  # fails if the main file cannot grow
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             with self._atomic() as db:
                 self._drop(db, max(n, self.rows // 10), KIND_READINGS)
+            saved = self.rows, dict(self.dropped)
             return self._insert(readings, events)
         except sqlite3.OperationalError as e:
+            self.rows, self.dropped = saved[0], dict(saved[1])
             self.dropped_unstored += n
             raise StoreError(f"store full, {n} readings/events not stored: {e}") from e
 
