@@ -146,18 +146,24 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._connect()
+        except sqlite3.OperationalError as e:  # full, locked, unreadable: not corrupt, keep it
+            raise StoreError(f"store {self.path} cannot be opened: {e}") from e
         except sqlite3.DatabaseError as e:
             self._quarantine(str(e))
             self._db = self._connect()
         db = self._db
-        with self._atomic():
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if "session" not in meta:
-                meta.update(session=uuid.uuid4().hex[:12], created_at=str(time.time()))
-                meta["next_seq"] = "1"
-            self.boot = int(meta.get("boot", "0")) + 1
-            meta["boot"] = str(self.boot)
-            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
+        try:
+            with self._atomic():
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+                if "session" not in meta:
+                    meta.update(session=uuid.uuid4().hex[:12], created_at=str(time.time()))
+                    meta["next_seq"] = "1"
+                self.boot = int(meta.get("boot", "0")) + 1
+                meta["boot"] = str(self.boot)
+                db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
+        except sqlite3.OperationalError as e:  # e.g. a full disk: the store is intact
+            self._close()
+            raise StoreError(f"store {self.path} cannot be written: {e}") from e
         self.session = meta["session"]
         self.next_seq = int(meta["next_seq"])
         self.rows = db.execute("SELECT coalesce(sum(count), 0) FROM outbox").fetchone()[0]
