@@ -1,0 +1,1 @@
+"""Fault-injection tests of the durability contract (docs/durability.md), each with a ledger."""

@@ -1,0 +1,120 @@
+"""Gateway-side driver of the ledger devices: ``ledger:HOST:PORT``.
+
+A ledger device (:class:`hil_tests.faults.ledger.LedgerDevice`) lives outside the gateway process
+and speaks the node wire protocol (:mod:`edge_node.protocol`: COBS frames with CRC, hello,
+readings, ack) over TCP instead of a UART. This driver turns each value of a readings frame into
+one Reading and acknowledges a frame only from ``SourceContext.on_commit``, that is after the
+gateway committed it to the outbox; the device keeps every unacknowledged frame and resends it
+on the next connection. Within one gateway process a resent frame is recognised by its node
+sequence number and counted as a duplicate; after a gateway crash that memory is gone, so frames
+committed but not yet acknowledged arrive a second time (docs/durability.md says how a consumer
+removes them).
+
+The fault tests register the ``ledger`` scheme in the gateway subprocess through
+:mod:`hil_tests.faults.launch`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Self
+
+from edge_node import protocol
+from gateway.errors import SourceError
+from gateway.readings import Quality, Reading
+from gateway.sources import SourceContext, SourceSpec
+
+__all__ = ["LedgerSource", "open"]
+
+#: per gateway process, per (asset, node boot): highest frame seq yielded and committed
+_YIELDED: dict[tuple[str, int], int] = {}
+_COMMITTED: dict[tuple[str, int], int] = {}
+
+
+class LedgerSource:
+    def __init__(self, spec: SourceSpec, ctx: SourceContext) -> None:
+        host, _, port = spec.target.rpartition(":")
+        self.host, self.port = host or "127.0.0.1", int(port)
+        self.ctx = ctx
+        self.boot = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader: asyncio.StreamReader | None = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            async with asyncio.timeout(2):
+                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        except (OSError, TimeoutError) as e:
+            raise SourceError(self.ctx.asset, f"ledger device {self.port}: {e}") from e
+        self.ctx.on_commit = self._committed
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.ctx.on_commit == self._committed:
+            self.ctx.on_commit = None
+        if self._writer is not None:
+            self._writer.close()
+
+    def __aiter__(self) -> AsyncIterator[Reading]:
+        return self._readings()
+
+    def _committed(self, device: str, seq: int) -> None:
+        key = (self.ctx.asset, self.boot)
+        if seq <= _COMMITTED.get(key, 0):
+            return
+        _COMMITTED[key] = seq
+        self._send_ack(seq)
+
+    def _send_ack(self, upto: int) -> None:
+        w = self._writer
+        if w is not None and not w.is_closing():
+            w.write(protocol.encode({"type": "ack", "node": "gw", "seq": 0, "upto": upto,
+                                     "got": upto}))  # fmt: skip
+
+    async def _readings(self) -> AsyncIterator[Reading]:
+        assert self._reader is not None
+        splitter = protocol.FrameSplitter()
+        counters = self.ctx.counters
+        while True:
+            data = await self._reader.read(65536)
+            if not data:
+                raise SourceError(self.ctx.asset, "ledger device closed the connection")
+            for frame in splitter.feed(data):
+                try:
+                    msg = protocol.decode(frame)
+                except protocol.ProtocolError:
+                    counters.frames_bad += 1
+                    continue
+                for r in self._take(msg):
+                    yield r
+
+    def _take(self, msg: protocol.Msg) -> list[Reading]:
+        if msg["type"] == "hello":
+            self.boot = msg["boot"]
+            self.ctx.device_info.update(firmware=msg["firmware"], node=msg["node"])
+            return []
+        if msg["type"] != "readings":
+            return []
+        key, seq = (self.ctx.asset, self.boot), msg["seq"]
+        if seq <= _YIELDED.get(key, 0):
+            self.ctx.counters.duplicates += 1
+            if seq <= _COMMITTED.get(key, 0):
+                self._send_ack(_COMMITTED[key])  # its ack was lost with the old connection
+            return []
+        _YIELDED[key] = seq
+        self.ctx.counters.frames_ok += 1
+        now = time.time()
+        return [
+            Reading(self.ctx.asset, name, value, "C62", now, msg["time"], Quality.GOOD,
+                    msg["node"], seq)
+            for name, value in msg["values"]
+        ]  # fmt: skip
+
+
+def open(spec: SourceSpec, ctx: SourceContext) -> LedgerSource:
+    return LedgerSource(spec, ctx)
