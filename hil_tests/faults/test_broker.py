@@ -35,7 +35,7 @@ async def test_broker_stopped_and_restarted(
                 await mq.stop()
                 down = await gw.wait_status(lambda s: s["uplink"]["state"] != "connected")
                 # while the broker is down the devices are still acknowledged: from the store
-                await gw.wait_status(lambda s: s["buffer"]["rows"] > 1000)  # noqa: B023
+                await gw.wait_status(lambda s: s["buffer"]["rows"] > 1000)
                 acked = a.acked_upto
                 await until(lambda: a.acked_upto > acked + 10, 10, "acks while down")  # noqa: B023
                 await mq.start()
@@ -96,5 +96,3 @@ async def test_long_outage_backlog_drains_while_live_traffic_continues(
                            live_during_drain=live_during)  # fmt: skip
         books.check()
         assert books.missing_acked == 0 and books.dropped == 0
-
-

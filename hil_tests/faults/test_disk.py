@@ -52,7 +52,7 @@ async def test_buffer_budget_drops_by_policy_and_counts(
         # the twin carries the same count, and the oldest went first (policy)
         assert status["assets"]["dev-a"]["buffer"]["dropped"] == drops["by_asset"]["dev-a"]
         kept = sorted(consumer.ids_of("dev-a"))
-        assert kept[-1] == a.emitted and 1 in kept  # the newest kept, and the first before the drops
+        assert kept[-1] == a.emitted and 1 in kept  # the newest kept; the first sent before
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ the instant between the commit and the crash (at most one ingest batch per devic
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from pathlib import Path
@@ -47,7 +48,7 @@ async def kill9_cycles(
                 await gw.start()
                 await until(lambda: len(consumer.births) > births, 20, "the birth")  # noqa: B023
                 await until(lambda: consumer.copies > seen, 20, "readings")  # noqa: B023
-                await until_delay(rng.uniform(0.1, 0.8))
+                await asyncio.sleep(rng.uniform(0.1, 0.8))  # the random kill moment under load
                 await gw.kill9()
             await gw.start()
             status = await drained(gw, devices, consumer)
@@ -57,7 +58,8 @@ async def kill9_cycles(
             raise
         finally:
             await gw.__aexit__(None, None, None)
-        books = settle(f"kill9 x{gw.kills}", devices, consumer, status["buffer"]["dropped"]["total"])
+        dropped = status["buffer"]["dropped"]["total"]
+        books = settle(f"kill9 x{gw.kills}", devices, consumer, dropped)
         books.extra["deaths_by_will"] = sum(d["reason"] == "lost" for d in consumer.deaths)
         assert books.extra["deaths_by_will"] == gw.kills  # every crash was announced by the will
         books.check()
@@ -69,13 +71,6 @@ async def kill9_cycles(
     finally:
         for d in devices:
             await d.__aexit__(None, None, None)
-
-
-async def until_delay(seconds: float) -> None:
-    """Let the load run for a random while: the kill moment is the point of the test."""
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 async def test_kill9_under_load_nothing_acknowledged_lost(
