@@ -355,6 +355,7 @@ class SerialSource:
         or ``set-config`` (``key``, ``value``) to the node and wait for it to confirm."""
         if self.node is None or self._fd < 0:
             raise SourceError(self.device, "no node has announced itself on this port yet")
+        name = name.replace("_", "-")  # the app says set_period, the wire says set-period
         self._cmd_seq += 1
         cmd_seq = self._cmd_seq
         msg: dict[str, Any] = {"type": "command", "node": self.node, "seq": cmd_seq}
