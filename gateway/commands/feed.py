@@ -61,8 +61,26 @@ def add_parser(sub: Any) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--broker", default=DEFAULT_BROKER, metavar="URL", help="mqtt:// or mqtts://")
+    p.add_argument(
+        "--broker",
+        default=DEFAULT_BROKER,
+        metavar="URL",
+        help="mqtt://[user@]host[:port] or mqtts://",
+    )
+    p.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="broker password (default: the TWINEDGE_FEED_PASSWORD environment variable)",
+    )
+    p.add_argument("--ca-file", type=Path, metavar="FILE", help="CA bundle for an mqtts:// broker")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help="feed topic prefix")
+
+
+def _broker(args: argparse.Namespace) -> Any:
+    from gateway.feed.consumer import Broker
+
+    return Broker.parse(args.broker, password_file=args.password_file, ca_file=args.ca_file)
 
 
 def run_tail(args: argparse.Namespace) -> int:
@@ -79,7 +97,7 @@ async def _tail(args: argparse.Namespace) -> None:
 
     filters = args.topic or default_filters(args.prefix)
     seen = 0
-    async with FeedClient(args.broker, filters) as feed:
+    async with FeedClient(_broker(args), filters) as feed:
         async for msg in feed.messages():
             line = json.dumps(msg.doc, ensure_ascii=False) if args.json else describe(msg)
             print(line, flush=True)
@@ -91,12 +109,11 @@ async def _tail(args: argparse.Namespace) -> None:
 def run_sink(args: argparse.Namespace) -> int:
     from gateway.feed.consumer import run_sink as sink
 
+    broker = _broker(args)
     print(f"feed sink: {args.broker} -> {args.db}", file=sys.stderr)
     try:
         asyncio.run(
-            sink(
-                args.broker, args.db, prefix=args.prefix, validation=args.validate, share=args.share
-            )
+            sink(broker, args.db, prefix=args.prefix, validation=args.validate, share=args.share)
         )
     except KeyboardInterrupt:
         return 130

@@ -15,7 +15,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -39,22 +41,47 @@ log = logging.getLogger("twinedge.feed")
 
 @dataclass(frozen=True, slots=True)
 class Broker:
+    """Where and how to connect. The password is never part of the URL: it is read from
+    ``password_file`` or the ``TWINEDGE_FEED_PASSWORD`` environment variable when connecting."""
+
     host: str
     port: int
     tls: bool
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
 
     @classmethod
-    def parse(cls, url: str) -> Broker:
-        """``mqtt://host[:port]`` or ``mqtts://host[:port]``."""
+    def parse(
+        cls, url: str, *, password_file: Path | None = None, ca_file: Path | None = None
+    ) -> Broker:
+        """``mqtt://[user@]host[:port]`` or ``mqtts://[user@]host[:port]``."""
         parts = urlsplit(url if "://" in url else f"mqtt://{url}")
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
             raise ConfigError("--broker", "", "a URL such as mqtt://127.0.0.1:1883", url)
+        if parts.password is not None:
+            raise ConfigError("--broker", "", "no password in the URL (use --password-file)", "…")
         tls = parts.scheme == "mqtts"
         try:
             port = parts.port or (8883 if tls else 1883)
         except ValueError:
             raise ConfigError("--broker", "", "a valid port", url) from None
-        return cls(parts.hostname, port, tls)
+        if ca_file is not None and not tls:
+            raise ConfigError("--ca-file", "", "an mqtts:// broker URL to go with it", url)
+        return cls(parts.hostname, port, tls, parts.username, password_file, ca_file)
+
+    def password(self) -> str | None:
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise ConfigError(str(self.password_file), "", "a readable file", str(e)) from None
+        return os.environ.get("TWINEDGE_FEED_PASSWORD")
+
+    def tls_params(self) -> aiomqtt.TLSParameters | None:
+        if not self.tls:
+            return None
+        return aiomqtt.TLSParameters(ca_certs=str(self.ca_file) if self.ca_file else None)
 
 
 class FeedClient:
@@ -62,7 +89,7 @@ class FeedClient:
 
     def __init__(
         self,
-        url: str,
+        url: str | Broker,
         filters: list[str],
         *,
         validation: Validation = "full",
@@ -72,7 +99,7 @@ class FeedClient:
         linger: float = 0.02,
         session_expiry: int = 0,
     ) -> None:
-        self.broker = Broker.parse(url)
+        self.broker = url if isinstance(url, Broker) else Broker.parse(url)
         self.filters = filters
         self.validation = validation
         self.client_id = client_id or f"twinedge-feed-{uuid.uuid4().hex[:8]}"
@@ -91,7 +118,9 @@ class FeedClient:
             self.broker.port,
             identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
-            tls_params=aiomqtt.TLSParameters() if self.broker.tls else None,
+            username=self.broker.username,
+            password=self.broker.password(),
+            tls_params=self.broker.tls_params(),
             max_queued_incoming_messages=0,
             clean_start=self.session_expiry <= 0,
             properties=_session_expiry(self.session_expiry) if self.session_expiry > 0 else None,
@@ -199,7 +228,7 @@ def default_filters(
 
 
 async def run_sink(
-    url: str,
+    url: str | Broker,
     db: Path,
     *,
     prefix: str = "twinedge/v1",
@@ -224,6 +253,7 @@ async def run_sink(
         filters = [f"$share/{share}/{f}" for f in filters]
     client_id = "twinedge-sink-" + hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]
     delay = 0.5
+    reported = time.monotonic()
     with TwinStore(db) as store:
         while True:
             try:
@@ -243,8 +273,27 @@ async def run_sink(
                             await feed.publish(req)
                         if on_batch is not None:
                             on_batch(store)
+                        reported = _report(store, feed, reported)
             except BrokerError as e:
                 pause = delay * (0.5 + random.random())
                 log.warning("feed sink: %s; reconnecting in %.1f s", e, pause)
                 await asyncio.sleep(pause)  # backoff before reconnecting
                 delay = min(delay * 2, backoff_max)
+
+
+def _report(store: TwinStore, feed: FeedClient, last: float, every: float = 60.0) -> float:
+    """Log the sink's counters once a minute (checked per batch: no timer task)."""
+    now = time.monotonic()
+    if now - last < every:
+        return last
+    c = store.counters
+    log.info(
+        "feed sink: %d messages, %d readings, %d duplicates, %d gaps, %d rebirths asked, %d bad",
+        c.messages,
+        c.readings,
+        c.duplicate_messages + c.duplicate_rows,
+        c.gaps,
+        c.rebirths_requested,
+        feed.bad,
+    )
+    return now

@@ -33,6 +33,7 @@ from typing import Any, Protocol, Self
 
 import aiohttp
 
+from gateway.errors import ConfigError
 from gateway.sync.ngsi_ld import NgsiProjection
 
 __all__ = ["BatchQueue", "DeliveryCounters", "HttpUpsert", "StoredBatch"]
@@ -119,6 +120,41 @@ class HttpUpsert:
         self._idle = asyncio.Event()
         self._stack = contextlib.AsyncExitStack()
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        queue: BatchQueue,
+        projection: NgsiProjection,
+        table: Mapping[str, Any],
+        file: str = "site.toml",
+    ) -> Self:
+        """From the ``[projection]`` table: ``url`` (required), ``tenant``, ``timeout`` (s),
+        ``batch`` (readings per request cycle), ``dead_letter_file``."""
+        url = table.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(file, "projection.url", "the context broker's http(s):// URL", url)
+        tenant = table.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise ConfigError(file, "projection.tenant", "a string", tenant)
+        timeout = table.get("timeout", 10.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(file, "projection.timeout", "seconds > 0", timeout)
+        batch = table.get("batch", 1000)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError(file, "projection.batch", "an integer >= 1", batch)
+        dead = table.get("dead_letter_file")
+        if dead is not None and not isinstance(dead, str):
+            raise ConfigError(file, "projection.dead_letter_file", "a file path", dead)
+        return cls(
+            queue,
+            projection,
+            url,
+            batch=batch,
+            timeout=float(timeout),
+            tenant=tenant,
+            dead_letter_file=Path(dead) if dead else None,
+        )
 
     async def __aenter__(self) -> Self:
         self._session = await self._stack.enter_async_context(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from gateway.errors import ConfigError
 from gateway.outbox import Outbox
 from gateway.readings import Quality, Reading
 from gateway.sync import messages as m
@@ -200,3 +202,18 @@ async def test_refused_entities_are_dead_lettered_and_counted(
     wq = broker.entities["urn:ngsi-ld:WaterQualityObserved:dublin:wq-1"]
     assert wq["temperature"]["value"] == 13.0
     assert "urn:ngsi-ld:Device:dublin:sl-7" in broker.entities
+
+
+async def test_config_keys_are_checked(outbox: Outbox, twins: dict[str, dict[str, Any]]) -> None:
+    proj = projection(twins)
+    up = HttpUpsert.from_config(outbox, proj, {"url": "http://orion:1026/", "tenant": "lab"})
+    assert up.endpoint == "http://orion:1026/ngsi-ld/v1/entityOperations/upsert?options=update"
+    assert up.headers == {"NGSILD-Tenant": "lab"}
+    for table, key in [
+        ({}, "projection.url"),
+        ({"url": "orion:1026"}, "projection.url"),
+        ({"url": "http://o", "timeout": 0}, "projection.timeout"),
+        ({"url": "http://o", "batch": "many"}, "projection.batch"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(f"site.toml: {key}")):
+            HttpUpsert.from_config(outbox, proj, table)
