@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from gateway.errors import ConfigError
 
-__all__ = ["KINDS", "Projection", "project"]
+__all__ = ["KEYS", "KINDS", "Projection", "project"]
 
 KINDS = ("native", "ngsi-ld", "ditto")
 
@@ -24,10 +24,44 @@ class Projection(Protocol):
     def to_messages(self, message: Mapping[str, Any]) -> list[tuple[str, bytes]]: ...
 
 
+#: the keys each projection kind accepts in ``[projection]`` (``kind`` itself included)
+KEYS: dict[str, frozenset[str]] = {
+    "native": frozenset({"kind"}),
+    "ngsi-ld": frozenset(
+        {
+            "kind",
+            "form",
+            "context",
+            "topic_prefix",
+            "delivery",
+            "url",
+            "tenant",
+            "timeout",
+            "batch",
+            "dead_letter_file",
+        }
+    ),
+    "ditto": frozenset({"kind", "namespace", "topic_prefix"}),
+}
+
+
 def project(
     kind: str, site: str, table: Mapping[str, Any], file: str = "site.toml"
 ) -> Projection | None:
-    """The projection of ``kind`` configured by ``table``; None for the native feed alone."""
+    """The projection of ``kind`` configured by ``table``; None for the native feed alone.
+
+    Every key of the table is checked here, so a typo fails at start-up naming the key.
+    """
+    if kind not in KEYS:
+        raise ConfigError(file, "projection.kind", f"one of {list(KINDS)}", kind)
+    for key in table:
+        if key not in KEYS[kind]:
+            raise ConfigError(file, f"projection.{key}", f"a key among {sorted(KEYS[kind])}", key)
+    delivery = table.get("delivery", "mqtt")
+    if delivery not in ("mqtt", "http"):
+        raise ConfigError(file, "projection.delivery", "'mqtt' or 'http'", delivery)
+    if delivery == "http" and "url" not in table:
+        raise ConfigError(file, "projection.url", "the context broker URL for delivery = 'http'")
     if kind == "native":
         return None
     if kind == "ngsi-ld":

@@ -248,6 +248,12 @@ def test_bad_projection_config_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"projection.kind"):
         project("orion", "dublin", {})
     assert project("native", "dublin", {}) is None
+    with pytest.raises(ConfigError, match=r"projection\.fomr: expected a key among"):
+        project("ngsi-ld", "dublin", {"fomr": "keyValues"})
+    with pytest.raises(ConfigError, match=r"projection\.url"):
+        project("ngsi-ld", "dublin", {"delivery": "http"})
+    with pytest.raises(ConfigError, match=r"projection\.delivery"):
+        project("ngsi-ld", "dublin", {"delivery": "carrier-pigeon"})
 
 
 def test_a_twin_without_observations_projects_only_its_device(
