@@ -18,8 +18,10 @@ bumble gaps handled here, found while building this (see docs/devices/ble.md):
 * One central scans for everyone, so one scanner's ``stop`` would stop the others: scanning is
   reference counted.
 * Concurrent connects fail ("already a pending connection"): connects are serialised.
-* Each advert arrives twice (ADV_IND + SCAN_RSP with the same data): both are passed on, as BlueZ
-  does; consumers dedupe (the counter payload's rolling sequence number does).
+* Each advert arrives twice (ADV_IND + SCAN_RSP with the same data), even from a non-scannable
+  advertiser: :class:`EmulatedController` drops the SCAN_RSP report when the advertiser is not
+  scannable, as a real controller never asks it; a scannable device's two reports are both
+  passed on, as BlueZ does, and consumers dedupe (the counter payload's sequence number does).
 """
 
 from __future__ import annotations
@@ -82,6 +84,30 @@ class EmulatedController(Controller):  # type: ignore[misc]
     adverts_sent = 0
     distinct_adverts = 0
     _last_data: bytes = b""
+    _no_scan_rsp = False
+
+    def is_scannable(self) -> bool:
+        """Whether this controller's advertising accepts scan requests (ADV_IND, ADV_SCAN_IND)."""
+        for adv_set in self.advertising_sets.values():
+            if adv_set.enabled and adv_set.parameters is not None:
+                return bool(adv_set.parameters.advertising_event_properties & 0x02)
+        legacy = self.le_legacy_advertiser
+        return not legacy.enabled or legacy.advertising_type in (0x00, 0x02)
+
+    def on_advertising_pdu(self, pdu: Any) -> None:
+        """bumble reports a SCAN_RSP for every advert heard while scanning; a real controller
+        sends no scan request to a non-scannable advertiser, so none comes back."""
+        sender = _BY_ADDRESS.get(str(pdu.advertiser_address).split("/")[0])
+        self._no_scan_rsp = sender is not None and not sender.is_scannable()
+        try:
+            super().on_advertising_pdu(pdu)
+        finally:
+            self._no_scan_rsp = False
+
+    def send_hci_packet(self, packet: Any) -> None:
+        if self._no_scan_rsp and _is_scan_response(packet):
+            return
+        super().send_hci_packet(packet)
 
     def send_advertising_pdu(self, packet: Any) -> None:
         data = getattr(packet, "data", b"")
@@ -112,9 +138,26 @@ class EmulatedController(Controller):  # type: ignore[misc]
         return result
 
 
+_BY_ADDRESS: dict[str, EmulatedController] = {}  # advertiser address -> its controller
+
+
+def _is_scan_response(packet: Any) -> bool:
+    reports = getattr(packet, "reports", None)
+    if not reports or not isinstance(
+        packet, hci.HCI_LE_Extended_Advertising_Report_Event | hci.HCI_LE_Advertising_Report_Event
+    ):
+        return False
+    scan_rsp = (
+        hci.HCI_LE_Extended_Advertising_Report_Event.EventType.SCAN_RESPONSE,
+        hci.HCI_LE_Advertising_Report_Event.EventType.SCAN_RSP,
+    )
+    return all(r.event_type in scan_rsp for r in reports)
+
+
 def make_device(name: str, address: str, link: LocalLink) -> tuple[Device, EmulatedController]:
     """A bumble Device on its own emulated controller attached to ``link``."""
     controller = EmulatedController(name, link=link, public_address=address)
+    _BY_ADDRESS[address.upper()] = controller
     host = Host(controller, AsyncPipeSink(controller))
     device = Device(name=name, address=hci.Address(address), host=host)
     return device, controller
