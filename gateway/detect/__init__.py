@@ -20,8 +20,10 @@ readings (which arrive one quantity at a time) update the newest row and the lat
 quantity wins. The rows of all assets in a batch are scored in one ONNX call per model. Every
 scored reading gets ``reading.score`` (0..1); a score at or above the asset's threshold marks the
 reading ``Quality.SUSPECT`` unless the model is in shadow mode. Events are raised only on changes:
-``state="start"`` when an asset's score first reaches the threshold and ``state="end"`` when it
-falls below ``threshold * clear_ratio`` (hysteresis, from the manifest). Readings of quantities the
+``state="start"`` when two consecutive scores of an asset reach the threshold or a row closes
+with its last score at or above it (so a lone glitch that the next sample overwrites raises none),
+and ``state="end"`` when the score falls below ``threshold * clear_ratio`` (hysteresis, from the
+manifest). Readings of quantities the
 model does not use (a counter's battery) pass through unscored; non-finite or invalid values are
 counted in ``bad_readings`` and skipped, never raised.
 """

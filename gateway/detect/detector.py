@@ -80,6 +80,9 @@ class _Window:
     open: bool = False
     flagged: bool = False
     last_score: float | None = None
+    streak: int = 0  # consecutive scores at or above the threshold
+    scored_row: int = 0  # the row (by fill count) of the last score
+    candidate: tuple[float, float, float, npt.NDArray[np.float64]] | None = None
     pending: list[Reading] = field(default_factory=list)
 
     def starts_row(self, t: float, period: float) -> bool:
@@ -302,26 +305,43 @@ class Detector:
                 if flagged and model.mode == "active" and r.quality is Quality.GOOD:
                     r.quality = Quality.SUSPECT
             model.flagged += int(flagged)
-            ev = self._transition(model, req, s, thr, flagged)
-            if ev is not None:
-                events.append(ev)
+            events.extend(self._transition(model, req, s, thr, flagged))
         return events
 
     def _transition(
         self, model: _Model, req: _Request, score: float, thr: float, flagged: bool
-    ) -> AnomalyEvent | None:
+    ) -> list[AnomalyEvent]:
+        """Start an anomaly when two scores in a row, or a row's last score, reach the threshold.
+
+        A lone high score inside a row that is then overwritten (a noise tail of a device that
+        reports far faster than the model's period) flags its readings but raises no event.
+        """
         win = self._windows[req.asset]
         win.last_score = score
-        if not win.flagged and flagged:
-            win.flagged, state = True, "start"
+        out: list[AnomalyEvent] = []
+        if req.filled != win.scored_row:  # the previous row is closed
+            if not win.flagged and win.candidate is not None:
+                win.flagged = True
+                out.append(self._event(model, req.asset, "start", *win.candidate))
+            win.scored_row = req.filled
+        win.streak = win.streak + 1 if flagged else 0
+        win.candidate = (score, thr, req.time, req.window) if flagged else None
+        if not win.flagged and win.streak >= 2:
+            win.flagged = True
+            out.append(self._event(model, req.asset, "start", score, thr, req.time, req.window))
         elif win.flagged and score < thr * model.clear_ratio:
-            win.flagged, state = False, "end"
-        else:
-            return None
+            win.flagged, win.candidate = False, None
+            out.append(self._event(model, req.asset, "end", score, thr, req.time, req.window))
+        return out
+
+    def _event(
+        self, model: _Model, asset: str, state: str, score: float, thr: float, observed: float,
+        window: npt.NDArray[np.float64],
+    ) -> AnomalyEvent:  # fmt: skip
         model.events += 1
         return AnomalyEvent(
-            req.asset, model.bundle.category, self._attribute(model, req.window), score, thr,
-            model.label, time.time(), req.time, state, model.mode,
+            asset, model.bundle.category, self._attribute(model, window), score, thr,
+            model.label, time.time(), observed, state, model.mode,
         )  # fmt: skip
 
     @staticmethod

@@ -167,14 +167,17 @@ def metrics(flag: npt.NDArray[np.bool_], data: Data, rows: npt.NDArray[np.bool_]
     }
 
 
-def best_threshold(scores: F64, data: Data, candidates: Iterable[float]) -> tuple[float, float]:
-    """The candidate threshold with the best row-wise F1 (ties: the higher threshold)."""
-    best = (0.0, -1.0)
-    for thr in candidates:
-        f1 = float(metrics(scores >= thr, data)["f1"] or 0.0)
-        if f1 >= best[1]:
-            best = (float(thr), f1)
-    return best
+def best_threshold(
+    scores: F64, data: Data, candidates: Iterable[float], tolerance: float = 0.0
+) -> tuple[float, float]:
+    """The highest candidate threshold whose row-wise F1 is within ``tolerance`` of the best.
+
+    A tolerance keeps a model's threshold off the edge of a flat F1 plateau, where a slightly
+    noisier field would make scores flicker across it.
+    """
+    f1s = [(float(thr), float(metrics(scores >= thr, data)["f1"] or 0.0)) for thr in candidates]
+    top = max(f1 for _, f1 in f1s)
+    return max((thr, f1) for thr, f1 in f1s if f1 >= top - tolerance)
 
 
 # --------------------------------------------------------------------------- baselines
@@ -309,7 +312,7 @@ def train_and_export(spec: Mapping[str, Any], out_dir: Any, progress: Progress |
     diff = float(np.max(np.abs(ours - theirs)))
     if diff > 1e-4:
         raise ValueError(f"{spec['name']}: exported scores differ from scikit-learn by {diff}")
-    threshold, f1 = best_threshold(ours.astype(np.float64), validation, THRESHOLDS)
+    threshold, f1 = best_threshold(ours.astype(np.float64), validation, THRESHOLDS, 0.005)
     normal = train.values[~train.truth]
     manifest = {
         **spec,

@@ -280,3 +280,31 @@ def test_counts_reported_every_minute_add_up_to_the_models_rows(models_dir: Path
     # a row is scored when the next one starts; its score reaches the next row's readings
     got = [r.score for r in first_of_row[1:]]
     np.testing.assert_allclose(got, offline[:-1], atol=1e-6)
+
+
+def test_a_lone_high_score_inside_a_row_flags_readings_but_raises_no_event(
+    models_dir: Path,
+) -> None:
+    """A probe reporting every second: one glitched sample is suspect, not an anomaly event."""
+    det = _detector(models_dir)
+    sim = WaterQualitySim(8, T0)
+    events: list[AnomalyEvent] = []
+    glitch: list[Reading] = []
+    for k in range(1200):
+        t = T0 + k
+        row = sim.sample(t)
+        if k == 700:  # mid-row: the next samples overwrite it before the row closes
+            row |= {"turbidity": row["turbidity"] + 400.0, "orp": row["orp"] - 300.0}
+        batch = _readings("wq-1", t, row)
+        events += det.score(batch)
+        if k == 700:
+            glitch = batch
+    assert all(r.quality is Quality.SUSPECT for r in glitch)
+    assert events == []
+    # the same glitch held for two samples is an anomaly
+    for k in range(1200, 1203):
+        row = sim.sample(T0 + k)
+        if k < 1202:
+            row |= {"turbidity": row["turbidity"] + 400.0, "orp": row["orp"] - 300.0}
+        events += det.score(_readings("wq-1", T0 + k, row))
+    assert [e.state for e in events][:1] == ["start"]
