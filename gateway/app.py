@@ -69,6 +69,7 @@ class Gateway:
         self.sources: dict[str, Source] = {}
         self.readings_in = 0
         self.downlink_refused = 0
+        self._file_restores = 0
         self.downlink_refusals: dict[str, int] = {}  # signature refusals by reason
         self.downlink_guard: DownlinkGuard | None = None
         self.warnings: deque[dict[str, Any]] = deque(maxlen=50)
@@ -246,6 +247,9 @@ class Gateway:
             self.warn(str(e))
             return
         self.readings_in += len(batch)
+        if self.outbox.file_restores > self._file_restores:
+            self._file_restores = self.outbox.file_restores
+            self.warn(f"store {self.outbox.path} was removed while running; written back")
         self._tell_committed(batch)
         mono = asyncio.get_running_loop().time()
         for r in batch:

@@ -122,6 +122,7 @@ class Outbox:
         self.dropped: dict[str, int] = {}
         self.dropped_unstored = 0  # rows refused because the disk was full (never stored)
         self.recovered_from: Path | None = None  # set when a corrupt file was moved aside
+        self.file_restores = 0  # times the file was removed while open and written back
         self.next_seq = 1
         self._db: sqlite3.Connection | None = None
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="twinedge-store")
@@ -197,6 +198,25 @@ class Outbox:
             aside,
         )
 
+    def _check_file(self) -> None:
+        """If the store file was removed while open (``rm store.db*``), every later commit would
+        go to an unlinked file and vanish at the next start: write the open database back to
+        its path (SQLite's backup API, through a temporary file) and reopen it there."""
+        if self.path.exists() or self._db is None:
+            return
+        log.error("store %s was removed while the gateway had it open: writing it back", self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.restore")
+        dest = sqlite3.connect(tmp)
+        try:
+            self._db.backup(dest)
+        finally:
+            dest.close()
+        self._close()
+        tmp.replace(self.path)
+        self._db = self._connect()
+        self.file_restores += 1
+
     @staticmethod
     def _migrate(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL)")
@@ -252,6 +272,7 @@ class Outbox:
         return await self._run(self._append, list(readings), list(events))
 
     def _append(self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]]) -> int:
+        self._check_file()
         # counters change inside transactions: put them back when a transaction is rolled back
         saved = self.rows, dict(self.dropped)
         try:
@@ -389,6 +410,7 @@ class Outbox:
         await self._run(self._save_twins, rows)
 
     def _save_twins(self, rows: list[tuple[str, int, str]]) -> None:
+        self._check_file()
         try:
             with self._atomic() as db:
                 db.executemany("INSERT OR REPLACE INTO twins VALUES (?, ?, ?)", rows)
