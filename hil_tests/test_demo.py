@@ -1,5 +1,6 @@
-"""`twinedge demo --json` as a user runs it: the embedded broker, six emulated assets, one JSON
-summary whose numbers agree with what the feed consumer received."""
+"""`twinedge demo --json` as a user runs it: six emulated assets behind real serial, Modbus and
+BLE transports (or in-process), one JSON summary whose numbers agree with what the feed consumer
+received."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("broker", ["embedded", "mosquitto"])
-async def test_demo_json_summary(broker: str) -> None:
+@pytest.mark.parametrize(
+    ("broker", "devices"), [("embedded", "emulated"), ("mosquitto", "in-process")]
+)
+async def test_demo_json_summary(broker: str, devices: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "demo", "--duration", "4", "--json",
-        "--period", "0.25s", "--broker", broker,
+        "--period", "0.25s", "--broker", broker, "--devices", devices,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     async with asyncio.timeout(60):
