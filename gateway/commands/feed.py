@@ -52,6 +52,13 @@ def add_parser(sub: Any) -> None:
         "--share", metavar="GROUP", help="join the MQTT shared subscription $share/GROUP/..."
     )
     sink.add_argument(
+        "--site",
+        action="append",
+        default=[],
+        metavar="SITE",
+        help="only this site (repeatable): run one sink per group of sites to scale out",
+    )
+    sink.add_argument(
         "--validate",
         choices=("full", "light"),
         default="full",
@@ -113,7 +120,14 @@ def run_sink(args: argparse.Namespace) -> int:
     print(f"feed sink: {args.broker} -> {args.db}", file=sys.stderr)
     try:
         asyncio.run(
-            sink(broker, args.db, prefix=args.prefix, validation=args.validate, share=args.share)
+            sink(
+                broker,
+                args.db,
+                prefix=args.prefix,
+                validation=args.validate,
+                share=args.share,
+                sites=args.site,
+            )
         )
     except KeyboardInterrupt:
         return 130

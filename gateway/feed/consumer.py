@@ -221,10 +221,11 @@ UPLINK_LEAVES = ("status", "readings", "twin/+", "delta/+", "event/+", "applied/
 
 
 def default_filters(
-    prefix: str = "twinedge/v1", leaves: Sequence[str] = UPLINK_LEAVES
+    prefix: str = "twinedge/v1", leaves: Sequence[str] = UPLINK_LEAVES, sites: Sequence[str] = ()
 ) -> list[str]:
-    """Everything the gateways publish under ``prefix`` (not the downlink topics)."""
-    return [f"{prefix}/+/+/{leaf}" for leaf in leaves]
+    """What the gateways publish under ``prefix`` (not the downlink topics), for every site
+    or only ``sites`` (a sink per group of sites partitions the twin streams)."""
+    return [f"{prefix}/{site}/+/{leaf}" for site in (sites or ("+",)) for leaf in leaves]
 
 
 async def run_sink(
@@ -237,18 +238,20 @@ async def run_sink(
     on_batch: Callable[[TwinStore], None] | None = None,
     ready: asyncio.Event | None = None,
     leaves: Sequence[str] = UPLINK_LEAVES,
+    sites: Sequence[str] = (),
     session_expiry: int = 3600,
     backoff_max: float = 30.0,
 ) -> None:
     """Materialise the feed into ``db`` until cancelled, reconnecting with backoff.
 
-    ``share`` joins a shared subscription; ``ready`` is set once subscribed; ``on_batch`` sees
+    ``share`` joins a shared subscription; ``sites`` limits it to those sites; ``ready`` is set
+    once subscribed; ``on_batch`` sees
     the store after every batch; ``leaves`` narrows the subscription (e.g. ``("readings",
     "event/+")`` for a shared readings sink). The MQTT session (client id derived from the
     database path) outlives a disconnection by ``session_expiry`` seconds, so the broker keeps
     the messages published meanwhile.
     """
-    filters = default_filters(prefix, leaves)
+    filters = default_filters(prefix, leaves, sites)
     if share:
         filters = [f"$share/{share}/{f}" for f in filters]
     client_id = "twinedge-sink-" + hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:12]

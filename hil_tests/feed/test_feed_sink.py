@@ -63,7 +63,7 @@ async def publish(c: aiomqtt.Client, topic: str, doc: dict[str, Any], retain: bo
 
 @contextlib.asynccontextmanager
 async def sink(
-    url: str, db: Path
+    url: str, db: Path, **kw: Any
 ) -> AsyncIterator[Callable[[Callable[[TwinStore], bool]], asyncio.Future[None]]]:
     """Run the sink; yields ``until(cond)``: a future done when ``cond(store)`` holds."""
     waits: list[tuple[Callable[[TwinStore], bool], asyncio.Future[None]]] = []
@@ -79,7 +79,7 @@ async def sink(
         return fut
 
     ready = asyncio.Event()
-    task = asyncio.create_task(run_sink(url, db, on_batch=on_batch, ready=ready))
+    task = asyncio.create_task(run_sink(url, db, on_batch=on_batch, ready=ready, **kw))
     try:
         async with asyncio.timeout(10):
             await ready.wait()
@@ -292,3 +292,15 @@ async def test_feed_sink_command_refuses_a_bad_broker_url(tmp_path: Path) -> Non
     _out, err = await proc.communicate()
     assert proc.returncode == 2
     assert "--broker: expected a URL such as mqtt://127.0.0.1:1883" in err.decode()
+
+
+async def test_a_sink_per_group_of_sites(broker: MosquittoProcess, tmp_path: Path) -> None:
+    cork = m.Topics("twinedge/v1", "cork", "gw-9")
+    db = tmp_path / "dublin.db"
+    async with client(broker.url) as gw, sink(broker.url, db, sites=["dublin"]) as until:
+        await publish(gw, cork.readings, m.readings_batch("gw-9", "s-9", T0, rows(1, 4), False))
+        await publish(gw, TOPICS.readings, m.readings_batch("gw-1", "s-1", T0, rows(1, 3), False))
+        async with asyncio.timeout(10):
+            await until(lambda s: s.counters.readings == 3)
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT DISTINCT gateway FROM readings").fetchall() == [("gw-1",)]
