@@ -67,7 +67,7 @@ class Node:
     async def run(self):
         """Run the node until a task fails or the caller cancels: one scheduler task samples
         every sensor on its own period (one task, not one per sensor: RAM is scarce)."""
-        coros = [self._schedule(), self.uplink.run(self)]
+        coros = [self.uplink.run(self), self._schedule()]  # the link first: it says hello
         if self.wdt is not None and self.config.get("wdt_ms"):
             coros.append(self._feed_loop())
         self._tasks = [asyncio.create_task(c) for c in coros]

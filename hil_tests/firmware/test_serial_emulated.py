@@ -100,3 +100,15 @@ async def test_out_of_range_values_are_suspect_never_dropped() -> None:
         assert bad[0].quality is Quality.SUSPECT
         await c.wait_for(lambda c: any(r.quality is Quality.INVALID for r in c.readings))
         assert c.ctx.counters.out_of_range >= 1
+
+
+async def test_stuck_values_and_slow_writes_are_delivered_as_they_are() -> None:
+    async with SerialNode(seed=8, **FAST) as node, collecting(f"serial:{node.path}") as c:
+        await c.wait_for(lambda c: len(c.seqs("ph")) >= 2)
+        node.stuck = True
+        node.slow = 0.3
+        n = len(c.readings)
+        await c.wait_for(lambda c: len(c.seqs("ph")) >= 12)
+        stuck = [r.value for r in c.readings[n:] if r.quantity == "conductivity"][2:]
+        assert len(set(stuck)) == 1  # the node repeats itself; flagging that is the models' job
+        assert c.ctx.counters.frames_bad == 0 and _unique(c, "ph")
