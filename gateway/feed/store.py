@@ -98,6 +98,18 @@ class SinkCounters:
 
 
 @dataclass(slots=True)
+class _Pending:
+    """What one batch will write, gathered before the transaction."""
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    dirty: set[tuple[str, str]] = field(default_factory=set)
+    gateways: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    applied: list[tuple[Any, ...]] = field(default_factory=list)
+    rebirths: dict[str, RebirthRequest] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
 class _Twin:
     site: str
     session: str
@@ -185,90 +197,77 @@ class TwinStore:
     def twin(self, gateway: str, asset: str) -> tuple[int, dict[str, Any]] | None:
         """The materialised ``(revision, twin)`` of one asset, or None."""
         t = self._twins.get((gateway, asset))
-        return (t.revision, t.twin) if t else None
+        return (t.revision, t.twin) if t and t.revision >= 0 else None
 
     def twins(self) -> Iterator[tuple[str, str, int, dict[str, Any]]]:
+        """Every materialised twin (not the assets still waiting for their first full twin)."""
         for (gw, asset), t in self._twins.items():
-            yield gw, asset, t.revision, t.twin
+            if t.revision >= 0:
+                yield gw, asset, t.revision, t.twin
 
     # -- applying ------------------------------------------------------------------------------
 
     def apply(self, batch: Iterable[FeedMessage]) -> list[RebirthRequest]:
         """Apply decoded messages in one transaction; return the rebirth requests to publish."""
-        rows: list[tuple[Any, ...]] = []
-        events: list[tuple[Any, ...]] = []
-        dirty: set[tuple[str, str]] = set()
-        gateways: dict[str, tuple[Any, ...]] = {}
-        applied: list[tuple[Any, ...]] = []
-        rebirths: dict[str, RebirthRequest] = {}
+        w = _Pending()
         for msg in batch:
             self.counters.messages += 1
-            key = msg.doc.get("key")
-            if isinstance(key, str):
-                if key in self._keys:
-                    self.counters.duplicate_messages += 1
-                    continue
-                self._keys[key] = None
-                if len(self._keys) > self._remember:
-                    self._keys.popitem(last=False)
+            if self._seen(msg.doc.get("key")):
+                self.counters.duplicate_messages += 1
+                continue
+            d = msg.doc
             kind = msg.kind
             if kind == "readings":
-                rows.extend(self._rows(msg.doc))
+                w.rows.extend(self._rows(d))
             elif kind == "delta":
-                self._delta(msg, dirty, rebirths)
+                self._delta(msg, w.dirty, w.rebirths)
             elif kind == "twin":
-                self._full(msg, dirty)
+                self._full(msg, w.dirty)
             elif kind == "event":
-                d = msg.doc
                 body = d["event"]
                 ev = (d["gateway"], d["session"], d["seq"], d["asset"], str(body.get("type")))
-                events.append((*ev, json.dumps(body), d["ts"]))
+                w.events.append((*ev, json.dumps(body), d["ts"]))
             elif kind in ("birth", "death"):
-                self._status(msg, gateways)
+                self._status(msg, w.gateways)
             elif kind == "applied":
-                d = msg.doc
-                applied.append(
-                    (
-                        d["gateway"],
-                        d["asset"],
-                        d["desired_id"],
-                        d["ok"],
-                        json.dumps(d["config"]),
-                        json.dumps(d["errors"]),
-                        d["ts"],
-                    )
-                )
-        self._write(rows, events, dirty, gateways, applied)
+                config, errors = json.dumps(d["config"]), json.dumps(d["errors"])
+                ap = (d["gateway"], d["asset"], d["desired_id"], d["ok"], config, errors)
+                w.applied.append((*ap, d["ts"]))
+        self._write(w)
         self.counters.batches += 1
-        return list(rebirths.values())
+        return list(w.rebirths.values())
+
+    def _seen(self, key: Any) -> bool:
+        """Whether a message key was seen recently (and remember it if not)."""
+        if not isinstance(key, str):
+            return False
+        if key in self._keys:
+            return True
+        self._keys[key] = None
+        if len(self._keys) > self._remember:
+            self._keys.popitem(last=False)
+        return False
 
     def _rows(self, doc: Mapping[str, Any]) -> Iterator[tuple[Any, ...]]:
         gw, session, backfill = doc["gateway"], doc["session"], int(bool(doc["backfill"]))
         for r in doc["rows"]:
             yield (gw, session, *r, backfill)
 
-    def _write(
-        self,
-        rows: list[tuple[Any, ...]],
-        events: list[tuple[Any, ...]],
-        dirty: set[tuple[str, str]],
-        gateways: Mapping[str, tuple[Any, ...]],
-        applied: list[tuple[Any, ...]],
-    ) -> None:
+    def _write(self, w: _Pending) -> None:
         now = time.time()
         with self._atomic() as db:
-            if rows:
+            if w.rows:
                 before = db.total_changes
                 db.executemany(
-                    "INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                    "INSERT OR IGNORE INTO readings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", w.rows
                 )
                 fresh = db.total_changes - before
                 self.counters.readings += fresh
-                self.counters.duplicate_rows += len(rows) - fresh
-            if events:
-                db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)", events)
-            if dirty:
-                twins = [(k, self._twins[k]) for k in dirty]
+                self.counters.duplicate_rows += len(w.rows) - fresh
+            if w.events:
+                db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)", w.events)
+            if w.dirty:
+                twins = [(k, self._twins[k]) for k in w.dirty]
                 db.executemany(
                     "INSERT OR REPLACE INTO twins VALUES (?,?,?,?,?,?,?)",
                     [
@@ -276,13 +275,13 @@ class TwinStore:
                         for k, t in twins
                     ],
                 )
-            if gateways:
+            if w.gateways:
                 db.executemany(
                     "INSERT OR REPLACE INTO gateways VALUES (?,?,?,?,?,?,?,?)",
-                    [(*g, now) for g in gateways.values()],
+                    [(*g, now) for g in w.gateways.values()],
                 )
-            if applied:
-                db.executemany("INSERT OR REPLACE INTO applied VALUES (?,?,?,?,?,?,?)", applied)
+            if w.applied:
+                db.executemany("INSERT OR REPLACE INTO applied VALUES (?,?,?,?,?,?,?)", w.applied)
 
     # -- twins ---------------------------------------------------------------------------------
 
