@@ -73,7 +73,9 @@ class _Window:
     """
 
     values: npt.NDArray[np.float64]
-    received: npt.NDArray[np.bool_]
+    received: list[bool]
+    n_received: int = 0
+    seen_all: bool = False  # no NaN (never-seen quantity) is left in the window
     filled: int = 0
     row_time: float = -math.inf  # when the newest row began (period boundaries)
     last_time: float = -math.inf  # the newest value's time (the row's time for the features)
@@ -84,6 +86,10 @@ class _Window:
     scored_row: int = 0  # the row (by fill count) of the last score
     candidate: tuple[float, float, float, npt.NDArray[np.float64]] | None = None
     pending: list[Reading] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.n_received == len(self.received)
 
     def starts_row(self, t: float, period: float) -> bool:
         if self.filled == 0 or period <= 0.0:
@@ -100,15 +106,19 @@ class _Window:
             self.values[:-1] = self.values[1:]
             self.filled += 1
             self.row_time = t
-            self.received[:] = False
-        rows = slice(None) if self.filled == 1 else slice(-1, None)
-        if summed:
-            if not self.received[q]:
-                self.values[rows, q] = 0.0  # counts start afresh in every row
-            self.values[rows, q] += value
+            self.received = [False] * len(self.received)
+            self.n_received = 0
+        first = not self.received[q]
+        if self.filled > 1:
+            row = self.values[-1]
+            row[q] = (row[q] + value if not first else value) if summed else value
+        elif summed:
+            self.values[:, q] = value if first else self.values[0, q] + value
         else:
-            self.values[rows, q] = value
-        self.received[q] = True
+            self.values[:, q] = value
+        if first:
+            self.received[q] = True
+            self.n_received += 1
         self.open = True
         self.last_time = max(t, self.row_time)
 
@@ -149,7 +159,7 @@ class _Model:
 
     def new_window(self) -> _Window:
         values = np.full((self.bundle.window, len(self.qindex)), np.nan)
-        return _Window(values, np.zeros(len(self.qindex), dtype=bool))
+        return _Window(values, [False] * len(self.qindex))
 
     def record(self, scores: npt.NDArray[np.float32], seconds: float) -> None:
         n = len(scores)
@@ -235,7 +245,7 @@ class Detector:
             touched[r.asset] = win
         partial: list[tuple[str, _Window]] = []
         for asset, win in touched.items():
-            if win.open and win.received.all() and not self._models[self._assets[asset]].has_sums:
+            if win.open and win.complete and not self._models[self._assets[asset]].has_sums:
                 category = self._assets[asset]
                 requests.setdefault(category, []).append(self._snapshot(asset, win))
             elif win.pending:
@@ -277,9 +287,12 @@ class Detector:
     def _snapshot(self, asset: str, win: _Window) -> _Request:
         model = self._models[self._assets[asset]]
         values = win.values.copy()
-        missing = np.isnan(values)
-        if missing.any():
-            values[missing] = np.broadcast_to(model.defaults, values.shape)[missing]
+        if not win.seen_all:  # NaN marks a quantity not seen yet: use the training median
+            missing = np.isnan(values)
+            if missing.any():
+                values[missing] = np.broadcast_to(model.defaults, values.shape)[missing]
+            else:
+                win.seen_all = True
         req = _Request(asset, values, win.filled, win.last_time, win.pending)
         win.pending, win.open = [], False
         return req

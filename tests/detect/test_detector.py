@@ -308,3 +308,22 @@ def test_a_lone_high_score_inside_a_row_flags_readings_but_raises_no_event(
             row |= {"turbidity": row["turbidity"] + 400.0, "orp": row["orp"] - 300.0}
         events += det.score(_readings("wq-1", T0 + k, row))
     assert [e.state for e in events][:1] == ["start"]
+
+
+def test_a_probe_without_one_sensor_is_scored_with_the_training_default(
+    models_dir: Path,
+) -> None:
+    """No ORP sensor fitted: rows never complete, so each is scored when the next one starts."""
+    det = _detector(models_dir)
+    sim = WaterQualitySim(9, T0)
+    scored: list[Reading] = []
+    for t, row in _rows(sim, T0, 3):
+        row.pop("orp")
+        batch = _readings("wq-1", t, row)
+        det.score(batch)
+        scored += batch
+    scores = [r.score for r in scored]
+    assert scores[:5] == [None] * 5  # the first row waits for the second
+    assert all(s is not None and 0.0 <= s <= 1.0 for s in scores[5:])
+    assert sum(r.quality is Quality.SUSPECT for r in scored) <= len(scored) // 10
+    assert det.stats()["water-quality"]["rows_scored"] == 3 * 12 - 1
