@@ -155,7 +155,7 @@ class MicroPythonNode:
             line = raw.decode(errors="replace").rstrip()
             self.output.append(line)
             self.changed.set()
-            if line.startswith("heap "):
+            if line.startswith("heap ") and "peak=" in line:
                 parts = dict(p.split("=") for p in line.split()[1:])
                 self.heap_live.append(int(parts["live"]))
                 self.heap_peak = max(self.heap_peak, int(parts["peak"]))

@@ -21,9 +21,15 @@ async def heap_report():
 
 
 async def main():
+    gc.collect()
+    print(f"heap boot live={gc.mem_alloc()}")
     import app
 
+    gc.collect()
+    print(f"heap imported live={gc.mem_alloc()}")
     node = app.build(board, machine)
+    gc.collect()
+    print(f"heap built live={gc.mem_alloc()}")
     print("node", node.node_id, "started")
     await asyncio.gather(node.run(), heap_report())
 
