@@ -41,6 +41,15 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
+def _text_lines(handle: IO[bytes], file: str) -> Iterator[str]:
+    """The file's lines as text; a line that is not UTF-8 is an error naming its row."""
+    for n, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(file, f"row {n}", "UTF-8 text", raw[:40]) from e
+
+
 def _columns(bundle: Bundle, header: list[str], file: str, time_col: str | None,
              value_col: str | None) -> tuple[str, list[str]]:  # fmt: skip
     if len(header) < 2:
@@ -104,12 +113,15 @@ def score_csv(
     thr = bundle.threshold if threshold is None else threshold
     file = str(path)
     try:
-        handle = path.open(newline="", encoding="utf-8-sig")
+        handle = path.open("rb")
     except OSError as e:
         raise ConfigError(file, "", "a readable CSV file", str(e)) from e
     with handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
+        reader = csv.DictReader(_text_lines(handle, file))
+        try:
+            header = list(reader.fieldnames or [])
+        except csv.Error as e:
+            raise ConfigError(file, "header", "CSV text", str(e)) from e
         tcol, vcols = _columns(bundle, header, file, time_col, value_col)
         writer = csv.DictWriter(out, fieldnames=[*header, "score", "anomaly"], lineterminator="\n")
         writer.writeheader()
@@ -133,9 +145,12 @@ def score_csv(
             keep = history[-(bundle.window - 1) :] if bundle.window > 1 else history[:0]
             buf.clear()
 
-        for item in _rows(reader, file, tcol, vcols):
-            buf.append(item)
-            if len(buf) >= CHUNK:
-                flush()
+        try:
+            for item in _rows(reader, file, tcol, vcols):
+                buf.append(item)
+                if len(buf) >= CHUNK:
+                    flush()
+        except csv.Error as e:
+            raise ConfigError(file, f"row {reader.line_num}", "CSV text", str(e)) from e
         flush()
     return total, flagged

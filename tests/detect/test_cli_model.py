@@ -100,6 +100,17 @@ def test_bad_csv_is_a_clear_error_naming_the_row(
     assert "bad.csv" in err and message in err
 
 
+def test_binary_garbage_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "blob.csv"
+    src.write_bytes(b"timestamp,value\n1,2\n2,3\n\xff\xfe\x00garbage,1\n")
+    code = main(["model", "score", "univariate-stream", "--csv", str(src),
+                 "--output", str(tmp_path / "o.csv")])  # fmt: skip
+    assert code == 2
+    assert "blob.csv: row 4: expected UTF-8 text" in capsys.readouterr().err
+
+
 def test_score_multivariate_model_reads_quantity_columns(tmp_path: Path) -> None:
     from hil_tests.emulators.physics import StreetlightSim
 
