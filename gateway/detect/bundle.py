@@ -184,6 +184,8 @@ def load_bundle(path: Path) -> Bundle:
         raise ModelError(f"{file}: cannot read model: {e}") from e
     if digest != manifest["sha256"]:
         raise ModelError(f"{file}: sha256 {digest} does not match the manifest")
+    import onnxruntime  # noqa: F401  (imported first: load_ms is the session, not the import)
+
     start = time.perf_counter()
     try:
         session = make_session(file)

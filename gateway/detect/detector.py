@@ -171,12 +171,14 @@ class _Model:
 
     def stats(self) -> dict[str, Any]:
         b = self.bundle
-        recent = self.recent[: min(self.recent_n, RECENT)]
+        recent = self.recent[: min(self.recent_n, RECENT)].astype(np.float64)
         dist: dict[str, float | int | None] = {"n": int(recent.size)}
-        for key, val in (("mean", recent.mean() if recent.size else None),
-                         *((f"p{p}", np.percentile(recent, p) if recent.size else None)
-                           for p in (50, 95, 99))):  # fmt: skip
-            dist[key] = None if val is None else round(float(val), 6)
+        if recent.size:
+            p50, p95, p99 = np.percentile(recent, (50, 95, 99)).tolist()
+            dist.update(mean=float(recent.mean()), p50=p50, p95=p95, p99=p99)
+        else:
+            dist.update(mean=None, p50=None, p95=None, p99=None)
+        dist = {k: round(v, 6) if isinstance(v, float) else v for k, v in dist.items()}
         return {
             "model": self.label, "version": b.version, "sha256": b.sha256, "mode": self.mode,
             "category": b.category, "threshold": b.threshold, "rows_scored": self.rows,
