@@ -104,8 +104,8 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def _fmt(v: Any) -> str:
-    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+def _fmt(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
@@ -116,11 +116,9 @@ def markdown_table(result: dict[str, Any]) -> str:
     ]
     for kind, by_detector in result["results"].items():
         for name, m in by_detector.items():
-            delay = m["median_delay_s"]
             lines.append(
                 f"| {kind} | {name} | {_fmt(m['precision'])} | {_fmt(m['recall'])} | "
-                f"{_fmt(m['f1'])} | {_fmt(m['event_recall'])} | "
-                f"{'–' if delay is None else f'{delay:.0f}'} |"
+                f"{_fmt(m['f1'])} | {_fmt(m['event_recall'])} | {_fmt(m['median_delay_s'], 0)} |"
             )
     return "\n".join(lines)
 
@@ -134,8 +132,8 @@ def _print_table(result: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col in ("fault kind", "detector") else "right")
     for kind, by_detector in result["results"].items():
         for name, m in by_detector.items():
-            table.add_row(kind, name, *(_fmt(m[k]) for k in (
-                "precision", "recall", "f1", "event_recall", "median_delay_s")))  # fmt: skip
+            cells = [_fmt(m[k]) for k in ("precision", "recall", "f1", "event_recall")]
+            table.add_row(kind, name, *cells, _fmt(m["median_delay_s"], 0))
     Console().print(table)
 
 
