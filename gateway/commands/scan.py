@@ -6,7 +6,8 @@ listened to for twinedge node frames (a node sends ``hello`` at start and readin
 listening writes nothing), then asked for the registers of every shipped Modbus profile at the
 device ids of ``--modbus-units``. BLE devices come from :mod:`gateway.ble_scan` with their signal
 strength and the profile their adverts match. ``--emulated`` starts the demo's emulated devices
-(a Modbus sonde, BLE streetlights and counters) and scans those instead of the real radio.
+(twinedge serial nodes, a Modbus sonde, BLE streetlights and counters) and scans those instead
+of the real ports and radio.
 ``--write-site FILE`` writes a starting site file with one asset per recognised device, which
 ``twinedge config check`` accepts; set real locations and names before deploying it.
 """
@@ -53,14 +54,24 @@ class Found:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+_DESCRIPTION = """\
+Lists serial ports (and the pty links of emulated devices) and BLE devices, and says which
+profile each device speaks. Each serial port is listened to for twinedge node frames (nothing
+is written), then asked for the registers of every shipped Modbus profile at the device ids
+of --modbus-units. BLE devices are shown with their signal strength. --emulated starts the
+demo's emulated devices (twinedge serial nodes, a Modbus sonde, BLE streetlights and counters)
+and scans those. --write-site writes a starting site file with one asset per recognised
+device; set real ids, names and locations and add the [broker] table before deploying it."""
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "scan",
         help="list serial ports and BLE devices with their profiles; write a starting site file",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=_DESCRIPTION,
     )
     p.add_argument("--timeout", type=float, default=5.0, help="BLE scan time in seconds (5)")
-    p.add_argument("--listen", type=float, default=1.5, help="seconds to listen on each port")
+    p.add_argument("--listen", type=float, default=1.5, help="seconds to listen on each port (1.5)")
     p.add_argument("--port", action="append", default=[], help="also probe this serial port")
     p.add_argument("--no-probe", action="store_true", help="list serial ports without opening")
     p.add_argument("--no-ble", action="store_true", help="skip BLE")
