@@ -22,6 +22,7 @@ Failure handling: a request that times out or gets an exception response counts 
 does not keep the line busy; a request that succeeds counts in ``frames_ok``. A port that is gone
 (adapter unplugged) raises :class:`~gateway.errors.SourceError` so the supervisor reopens it.
 Out-of-range values are yielded with quality ``suspect`` and counted in ``out_of_range``.
+The downlink's ``set_period`` command changes the poll period of an open source.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import os
 import struct
 import termios
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Self
 
@@ -316,6 +317,15 @@ class ModbusSource:
 
     def __aiter__(self) -> AsyncIterator[Reading]:
         return self._poll_forever()
+
+    async def command(self, name: str, args: Mapping[str, Any]) -> None:
+        """Downlink commands: ``set_period`` {"period": seconds or "5s"} changes the poll period
+        (the sonde itself is not told: polling is the gateway's)."""
+        if name != "set_period":
+            raise ValueError(f"{self.device}: unknown command {name!r} (a sonde takes set_period)")
+        period = parse_duration(args.get("period", ""), file=self.device, key="period")
+        self.line = replace(self.line, period=period)
+        log.info("%s: poll period now %.3g s", self.device, period, extra={"device": self.device})
 
     async def _poll_forever(self) -> AsyncIterator[Reading]:
         next_at = time.monotonic()

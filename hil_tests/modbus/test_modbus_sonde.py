@@ -18,7 +18,7 @@ import pytest
 from gateway.errors import SourceError
 from gateway.profiles import load_profile
 from gateway.readings import Quality, Reading
-from gateway.sources import SourceContext, open_source, parse_spec
+from gateway.sources import Commandable, SourceContext, open_source, parse_spec
 from gateway.sources.modbus import ModbusSource
 from gateway.supervise import Backoff, supervise
 from hil_tests.emulators.modbus_sonde import ModbusSonde
@@ -253,3 +253,23 @@ async def test_a_stalled_consumer_does_not_cause_a_burst_of_polls(sonde: ModbusS
     assert len(after) >= 2
     # one catch-up poll at once, then the period again rather than ten polls back to back
     assert min(b - a for a, b in itertools.pairwise(after[1:])) >= 0.04
+
+
+async def test_set_period_from_the_downlink_changes_the_poll_rate(sonde: ModbusSonde) -> None:
+    ctx = context()
+    async with open_source(f"modbus:{sonde.port_path}?period=50ms&timeout=500ms", ctx) as src:
+        assert isinstance(src, Commandable)
+        it = aiter(src)
+        for _ in range(6):
+            await anext(it)
+        await src.command("set_period", {"period": "400ms"})
+        with pytest.raises(ValueError, match="unknown command 'dim'"):
+            await src.command("dim", {"level": 3})
+        with pytest.raises(ValueError, match="period"):
+            await src.command("set_period", {"period": "never"})
+        changed_at = time.monotonic()
+        async with asyncio.timeout(5):
+            for _ in range(3 * 6):
+                await anext(it)
+    after = [t for t in sonde.request_times if t >= changed_at]
+    assert min(b - a for a, b in itertools.pairwise(after)) >= 0.35
