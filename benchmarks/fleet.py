@@ -5,8 +5,9 @@ then every second one readings batch (one row per asset) and one delta per asset
 gateway's own builders (gateway/sync/messages.py). Three measurements, printed as one JSON object:
 
 - ``live``: N gateways at 1 Hz for ``--duration`` s against one ``twinedge feed sink``
-  (its own process); reports what the sink received, how far behind it was when the publishers
-  stopped, and its CPU seconds, from which the rate one core could sustain follows;
+  (its own process), or with ``--partitions P`` spread over P sites with one sink per site;
+  reports what the sinks received, how far behind they were when the publishers stopped, and
+  their CPU seconds, from which the rate one core could sustain follows;
 - ``capacity``: the sink's decode + validate + SQLite cost on one core without a broker
   (pre-built messages of ``--capacity-gateways`` gateways), for full and light validation;
 - ``shared``: K sinks in one MQTT v5 shared subscription ($share/...) draining a backlog of
@@ -46,9 +47,9 @@ SITE = "bench"
 class SimGateway:
     """The messages one gateway with ``assets`` assets publishes, second by second."""
 
-    def __init__(self, gw: str, assets: int) -> None:
-        self.gw, self.session = gw, f"s-{gw}"
-        self.topics = m.Topics("twinedge/v1", SITE, gw)
+    def __init__(self, gw: str, assets: int, site: str = SITE) -> None:
+        self.gw, self.session, self.site = gw, f"s-{gw}", site
+        self.topics = m.Topics("twinedge/v1", site, gw)
         self.assets = [f"a{i:03d}" for i in range(assets)]
         self.seq = 0
         self.rev = dict.fromkeys(self.assets, 1)
@@ -57,7 +58,7 @@ class SimGateway:
         out = [
             (
                 self.topics.status,
-                m.dumps(m.birth(self.gw, self.session, 1, SITE, now, self.rev, {"sim": True})),
+                m.dumps(m.birth(self.gw, self.session, 1, self.site, now, self.rev, {"sim": True})),
                 True,
             )
         ]
@@ -103,20 +104,32 @@ def publisher(
     seconds: int,
     paced: bool,
     readings_only: bool,
+    partitions: int,
     out: Any,
 ) -> None:
-    out.put(asyncio.run(_publish(url, names, assets, seconds, paced, readings_only)))
+    out.put(asyncio.run(_publish(url, names, assets, seconds, paced, readings_only, partitions)))
+
+
+def _site(name: str, partitions: int) -> str:
+    """Gateways spread over ``partitions`` sites (one site when not partitioned)."""
+    return SITE if partitions <= 1 else f"{SITE}{int(name[2:]) % partitions}"
 
 
 async def _publish(
-    url: str, names: list[str], assets: int, seconds: int, paced: bool, readings_only: bool
+    url: str,
+    names: list[str],
+    assets: int,
+    seconds: int,
+    paced: bool,
+    readings_only: bool,
+    partitions: int = 1,
 ) -> dict[str, int]:
     import aiomqtt
 
     b = Broker.parse(url)
     quiet = logging.getLogger("fleet.mqtt")  # aiomqtt warns about every pending publish
     quiet.setLevel(logging.ERROR)
-    sims = [SimGateway(n, assets) for n in names]
+    sims = [SimGateway(n, assets, _site(n, partitions)) for n in names]
     sent = {"messages": 0, "readings": 0}
     async with contextlib.AsyncExitStack() as stack:
         clients = [
@@ -156,19 +169,21 @@ def sink_worker(
     url: str,
     db: str,
     share: str | None,
+    sites: list[str],
     readings_only: bool,
     counts: Any,
     cpu: Synchronized[float],
     ready: Any,
     stop: Any,
 ) -> None:
-    asyncio.run(_sink(url, db, share, readings_only, counts, cpu, ready, stop))
+    asyncio.run(_sink(url, db, share, sites, readings_only, counts, cpu, ready, stop))
 
 
 async def _sink(
     url: str,
     db: str,
     share: str | None,
+    sites: list[str],
     readings_only: bool,
     counts: Any,
     cpu: Synchronized[float],
@@ -193,6 +208,7 @@ async def _sink(
             prefix=prefix,
             validation="light",
             share=share,
+            sites=sites,
             on_batch=on_batch,
             ready=started,
             leaves=("readings",) if readings_only else UPLINK_LEAVES,
@@ -225,7 +241,8 @@ def _run_publishers(
     q = ctx.Queue()
     procs = [
         ctx.Process(
-            target=publisher, args=(url, part, args.assets, seconds, paced, readings_only, q)
+            target=publisher,
+            args=(url, part, args.assets, seconds, paced, readings_only, args.partitions, q),
         )
         for part in _split(names, args.publishers)
     ]
@@ -238,7 +255,13 @@ def _run_publishers(
 
 
 def _start_sinks(
-    ctx: Any, url: str, tmp: Path, k: int, share: str | None, readings_only: bool
+    ctx: Any,
+    url: str,
+    tmp: Path,
+    k: int,
+    share: str | None,
+    readings_only: bool,
+    sites: list[list[str]] | None = None,
 ) -> tuple[list[Any], Any, Any, list[Any], Any]:
     msgs = ctx.Array("q", k)
     rows = ctx.Array("q", k)
@@ -254,6 +277,7 @@ def _start_sinks(
                 url,
                 str(tmp / f"sink{i}.db"),
                 share,
+                sites[i] if sites else [],
                 readings_only,
                 counts,
                 cpus[i],
@@ -285,16 +309,21 @@ def _stop(procs: list[Any], stop: Any) -> None:
 
 def live(ctx: Any, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any]:
     names = [f"gw{i:04d}" for i in range(args.gateways)]
-    procs, msgs, rows, cpus, stop = _start_sinks(ctx, url, tmp, 1, None, False)
+    k = max(1, args.partitions)
+    sites = [[f"{SITE}{i}"] for i in range(k)] if k > 1 else None
+    procs, msgs, rows, cpus, stop = _start_sinks(ctx, url, tmp, k, None, False, sites)
     t0 = time.monotonic()
     sent = _run_publishers(ctx, url, names, args, args.duration, True, False)
     publish_s = time.monotonic() - t0
     lag = _wait_drained(msgs, sent["messages"], 120)
     wall = time.monotonic() - t0
     _stop(procs, stop)
-    cpu = cpus[0].value
-    got = msgs[0]
+    cpu = sum(c.value for c in cpus)
+    got = sum(msgs[:])
     return {
+        "sinks": k,
+        "per_sink_messages": list(msgs[:]),
+        "per_sink_cpu_s": [round(c.value, 2) for c in cpus],
         "gateways": args.gateways,
         "assets_per_gateway": args.assets,
         "hz": 1,
@@ -302,7 +331,7 @@ def live(ctx: Any, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, A
         "published_messages": sent["messages"],
         "published_readings": sent["readings"],
         "sink_messages": got,
-        "sink_readings": rows[0],
+        "sink_readings": sum(rows[:]),
         "publish_wall_s": round(publish_s, 2),
         "drain_after_publishers_s": round(lag, 2),
         "offered_messages_per_s": round(sent["messages"] / publish_s),
@@ -310,7 +339,7 @@ def live(ctx: Any, url: str, tmp: Path, args: argparse.Namespace) -> dict[str, A
         "sink_cpu_s": round(cpu, 2),
         "sink_cpu_share": round(cpu / wall, 3),
         "one_core_messages_per_s": round(got / cpu) if cpu else None,
-        "one_core_readings_per_s": round(rows[0] / cpu) if cpu else None,
+        "one_core_readings_per_s": round(sum(rows[:]) / cpu) if cpu else None,
     }
 
 
@@ -402,6 +431,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--capacity-gateways", type=int, default=200)
     p.add_argument("--backlog", type=int, default=5, help="seconds of readings per shared run")
     p.add_argument("--max-consumers", type=int, default=2)
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="live: spread gateways over N sites, one sink each",
+    )
     p.add_argument(
         "--only",
         nargs="+",
