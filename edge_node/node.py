@@ -157,6 +157,8 @@ class Node:
             return None
         if name == "set-config":
             return self._set_config(msg["key"], msg["value"])
+        if name == "hello":
+            return None  # the uplink announces the node after acknowledging
         return (P.E_BAD_COMMAND, "unknown command %r" % name)
 
     def _set_period(self, sensor, seconds):

@@ -20,7 +20,8 @@ Messages are plain dicts (``"type"``, ``"node"``, ``"seq"`` plus the fields of t
   node -> gw: ``got`` is the seq of the command that was carried out (``upto`` 0).
 - ``command``  gw -> node, ``seq`` is the command id: ``command`` is ``set-period``
   (``sensor``, "" for all, ``period_ms``), ``identify`` (``seconds``), ``reboot`` or
-  ``set-config`` (``key``, ``value`` as JSON text).
+  ``set-config`` (``key``, ``value`` as JSON text) or ``hello`` (announce yourself again: a
+  gateway that (re)started hears readings from a node whose hello it missed).
 - ``error``    either way: ``code``, ``ref`` (seq it refers to, 0 if none), ``text``.
 """
 
@@ -50,11 +51,13 @@ CMD_SET_PERIOD = 1
 CMD_IDENTIFY = 2
 CMD_REBOOT = 3
 CMD_SET_CONFIG = 4
+CMD_HELLO = 5
 COMMANDS = {
     CMD_SET_PERIOD: "set-period",
     CMD_IDENTIFY: "identify",
     CMD_REBOOT: "reboot",
     CMD_SET_CONFIG: "set-config",
+    CMD_HELLO: "hello",
 }
 COMMAND_CODES = {v: k for k, v in COMMANDS.items()}
 

@@ -95,8 +95,8 @@ class SerialUplink:
                 reply = {"type": "ack", "node": self.node_id, "seq": 0, "upto": 0}
                 reply["got"] = msg["seq"]
                 self.link.write(P.encode(reply))
-                if msg["command"] in ("set-period", "set-config"):
-                    self.hello(node)  # tell the gateway the new periods
+                if msg["command"] in ("set-period", "set-config", "hello"):
+                    self.hello(node)  # (re)announce: new periods, or a gateway that missed it
             else:
                 self.error(err[0], msg["seq"], err[1])
 

@@ -15,7 +15,8 @@ never ending the iteration. Readings frames are acknowledged one by one (``got``
 highest sequence number below which everything arrived (``upto``) so the node can free its
 buffer; a resent frame that already arrived counts in ``duplicates`` and is not yielded again;
 a sequence number still missing ``gap_after`` later counts in ``gaps``. A node's hello fills
-``device_info`` (node id, firmware, sensors with units and periods). A port that goes away
+``device_info`` (node id, firmware, sensors with units and periods); a node heard without one
+(the gateway started after it) is asked for a hello. A port that goes away
 raises :class:`~gateway.errors.SourceError`; the supervisor reopens it (hot-plug).
 """
 
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -44,6 +46,7 @@ log = logging.getLogger("twinedge.sources.serial")
 MAX_PENDING = 4096  # missing sequence numbers remembered per node
 MAX_RX = 1 << 16  # bytes read but not yet decoded; beyond this the oldest are dropped
 LOG_EVERY = 5.0  # seconds between warnings about bad frames from one port
+HELLO_RETRY = 5.0  # seconds between requests for a hello from a node that has not sent one
 
 
 class NodeState:
@@ -55,6 +58,7 @@ class NodeState:
         self.high = 0
         self.pending: dict[int, float] = {}  # missing seq -> when it went missing
         self.early: set[int] = set()  # seqs below base that arrived (resends after a restart)
+        self.asked = -math.inf  # when we last asked this node to announce itself
 
     def accept(self, seq: int, now: float) -> tuple[bool, int]:
         """Record ``seq``; returns (new?, how many seqs were dropped from memory as gaps)."""
@@ -278,6 +282,10 @@ class SerialSource:
         state = self.nodes.get(node)
         if state is None:
             state = self.nodes[node] = NodeState(None)
+        if state.boot is None and now - state.asked >= HELLO_RETRY:
+            state.asked = now  # readings from a node whose hello we missed: ask for one
+            self._cmd_seq += 1
+            self._send({"type": "command", "node": node, "seq": self._cmd_seq, "command": "hello"})
         new, lost = state.accept(seq, now)
         self.ctx.counters.gaps += lost + state.expire(now, self.gap_after)
         self._send({"type": "ack", "node": node, "seq": 0, "upto": state.upto, "got": seq})
@@ -352,7 +360,7 @@ class SerialSource:
 
     async def command(self, name: str, args: Mapping[str, Any]) -> None:
         """Send ``set-period`` (``period``, ``sensor``), ``identify`` (``seconds``), ``reboot``
-        or ``set-config`` (``key``, ``value``) to the node and wait for it to confirm."""
+        ``set-config`` (``key``, ``value``) or ``hello`` to the node and wait for it to confirm."""
         if self.node is None or self._fd < 0:
             raise SourceError(self.device, "no node has announced itself on this port yet")
         name = name.replace("_", "-")  # the app says set_period, the wire says set-period

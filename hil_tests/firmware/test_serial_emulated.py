@@ -112,3 +112,13 @@ async def test_stuck_values_and_slow_writes_are_delivered_as_they_are() -> None:
         stuck = [r.value for r in c.readings[n:] if r.quantity == "conductivity"][2:]
         assert len(set(stuck)) == 1  # the node repeats itself; flagging that is the models' job
         assert c.ctx.counters.frames_bad == 0 and _unique(c, "ph")
+
+
+async def test_a_gateway_that_missed_the_hello_asks_for_one() -> None:
+    async with SerialNode(seed=9, **FAST) as node:
+        async with collecting(f"serial:{node.path}") as c:
+            await c.wait_for(lambda c: "firmware" in c.ctx.device_info)
+        # a new source (a restarted gateway) while the node is still online: no hello is due
+        async with collecting(f"serial:{node.path}") as c2:
+            await c2.wait_for(lambda c: "firmware" in c.ctx.device_info and len(c.readings) > 0)
+            assert c2.ctx.device_info["sensors"]["ph"]["unit"] == "C62"

@@ -1,0 +1,21 @@
+"""Firmware HIL options: ``--node-port /dev/ttyUSB0`` runs the tests marked ``hardware``
+against a real twinedge water-quality node (flashed with ``twinedge firmware deploy``) on that
+serial port; without it they are skipped. Everything else runs on the MicroPython unix port."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("twinedge-firmware", "twinedge node hardware tests")
+    group.addoption("--node-port", default=None, help="serial port of a real twinedge node")
+    group.addoption("--node-baud", type=int, default=115200, help="its baud rate")
+
+
+@pytest.fixture
+def node_port(request: pytest.FixtureRequest) -> str:
+    port: str | None = request.config.getoption("--node-port")
+    if port is None:
+        pytest.skip("no --node-port given: real node tests skipped")
+    return f"serial:{port}?baud={request.config.getoption('--node-baud')}"
