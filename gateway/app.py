@@ -428,6 +428,8 @@ class Gateway:
             errors.append(f"unknown keys {sorted(unknown)}")
         if "period" in doc:
             try:
+                if not isinstance(doc["period"], str | int | float):
+                    raise ValueError("period: expected a duration such as '5s' or a number")
                 period = parse_duration(doc["period"], file="desired", key="period")
                 if not 0.1 <= period <= 86400:
                     raise ValueError("period must be between 0.1 s and 1 day")
@@ -478,7 +480,9 @@ class Gateway:
         try:
             async with asyncio.timeout(10):
                 await source.command(name, args)
-        except (ValueError, KeyError, TypeError, OSError, TimeoutError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, OSError, TimeoutError) as e:
+            # AttributeError too: a driver handed args of a type it did not expect (the downlink
+            # is untrusted input and must never end the uplink's receiver)
             return f"command {name} failed: {e or type(e).__name__}"
         return None
 

@@ -176,7 +176,10 @@ class _Table:
         return v
 
     def duration(self, k: str, default: str | float) -> float:
-        return parse_duration(self.get(k, default), file=self.file, key=self.path(k))
+        v = self.get(k, default)
+        if not isinstance(v, str | int | float):  # parse_duration takes text or a number only
+            raise ConfigError(self.file, self.path(k), "a duration such as '1s' or '250ms'", v)
+        return parse_duration(v, file=self.file, key=self.path(k))
 
     def sub(self, k: str) -> _Table:
         return _Table(self.file, self.path(k), self.get(k, {}))
