@@ -137,8 +137,11 @@ def birth(
     """The gateway's birth: which assets it serves (with their current revision) and its state.
 
     ``boot`` counts the gateway's starts on this store; full twins follow on their own topics.
+    A birth is rebuilt at every connection and rebirth with the revisions of that moment, so its
+    key carries ``ts`` too: a consumer dropping repeated keys must not drop a newer birth.
     """
-    doc = _head("birth", gateway, session, f"{gateway}:{session}:birth:{boot}", ts)
+    key = f"{gateway}:{session}:birth:{boot}:{round(ts * 1000)}"
+    doc = _head("birth", gateway, session, key, ts)
     doc.update(site=site, boot=boot, assets=dict(assets), state=dict(gateway_state))
     return doc
 

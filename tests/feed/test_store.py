@@ -191,3 +191,14 @@ def test_decode_refuses_what_the_sink_cannot_use(validation: Any) -> None:
     for topic, payload, needle in cases:
         with pytest.raises(FrameError, match=needle):
             decode(topic, payload, validation)
+
+
+def test_a_rebirth_birth_is_not_taken_for_a_duplicate(tmp_path: Path) -> None:
+    first = m.birth("gw-1", "s-1", 2, "dublin", T0, {"wq-1": 12}, {})
+    again = m.birth("gw-1", "s-1", 2, "dublin", T0 + 30, {"wq-1": 15}, {})  # same boot, later
+    assert first["key"] != again["key"]
+    with TwinStore(tmp_path / "s.db") as store:
+        store.apply([wire(TOPICS.status, first), wire(TOPICS.status, again)])
+        assert store.counters.duplicate_messages == 0
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert json.loads(db.execute("SELECT assets FROM gateways").fetchone()[0]) == {"wq-1": 15}
