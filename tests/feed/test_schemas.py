@@ -114,3 +114,20 @@ def test_bad_messages_are_refused(twins: dict[str, dict[str, Any]]) -> None:
 def test_unknown_kind_has_no_validator() -> None:
     with pytest.raises(KeyError, match="no feed schema"):
         schemas.validator("gossip")
+
+
+def test_signed_downlink_envelopes_validate() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from gateway.security import sign
+
+    key = Ed25519PrivateKey.generate()
+    topics = m.Topics("twinedge/v1", "dublin", "gw-1")
+    desired = {"v": 1, "id": "d-9", "period": "5s"}
+    env = sign(desired, key, aud=f"{topics.base}/desired/wq-1", exp=T0 + 3600)
+    schemas.validator("desired").validate(json.loads(json.dumps(env)))
+    cmd = sign({"v": 1, "id": "c-9", "command": "identify"}, key, aud="x", exp=T0 + 3600)
+    schemas.validator("command").validate(cmd)
+    tampered = dict(env, payload={"v": 1, "id": "d-9", "period": "soon"})
+    assert _errors("desired", tampered)
+    assert _errors("desired", dict(env, extra=1))
