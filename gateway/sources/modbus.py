@@ -21,7 +21,8 @@ Failure handling: a request that times out or gets an exception response counts 
 ``frames_bad`` and the next poll waits longer (doubling, up to ``backoff_max``) so a dead sonde
 does not keep the line busy; a request that succeeds counts in ``frames_ok``. A port that is gone
 (adapter unplugged) raises :class:`~gateway.errors.SourceError` so the supervisor reopens it.
-Out-of-range values are yielded with quality ``suspect`` and counted in ``out_of_range``.
+Out-of-range values are yielded with quality ``suspect`` and counted in ``out_of_range``; a
+float32 register holding NaN or infinity becomes a NaN reading of quality ``invalid``.
 The downlink's ``set_period`` command changes the poll period of an open source.
 """
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import struct
 import termios
@@ -419,6 +421,8 @@ class ModbusSource:
             raw = decode(words[offset : offset + reg.count], reg.type, reg.order)
             q = reg.quantity
             value = q.convert(raw)
+            if not math.isfinite(value):  # a float32 +/-inf or NaN: no number to report or store
+                value = math.nan
             quality = q.quality(value)
             if quality is Quality.SUSPECT:
                 self.ctx.counters.out_of_range += 1

@@ -14,6 +14,7 @@ from pymodbus.client.mixin import ModbusClientMixin
 
 from gateway.errors import ConfigError
 from gateway.profiles import QuantitySpec, load_profile, parse_profile
+from gateway.readings import Quality
 from gateway.sources import SourceContext, parse_spec
 from gateway.sources.modbus import (
     MAX_REGISTERS,
@@ -270,3 +271,22 @@ def test_backoff_doubles_per_failed_poll_up_to_the_cap() -> None:
         src.failures = failures
         waits.append(src.wait_after_failure())
     assert waits == [0.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+@pytest.mark.parametrize("special", [math.inf, -math.inf, math.nan])
+def test_non_finite_float_registers_become_invalid_nan_readings(special: float) -> None:
+    """JSON has no infinity: a sonde's +/-inf (sensor fault) is kept as invalid, never suspect."""
+    profile = load_profile("sonde-modbus")
+    ctx = SourceContext("wq-1", profile)
+    src = ModbusSource(parse_spec("modbus:/dev/ttyUSB1"), ctx, profile)
+    (block,) = src.blocks
+    words = [0] * block.count
+    for reg in block.registers:
+        if reg.type == "float32":
+            words[reg.address : reg.address + 2] = encode(special, reg.type, reg.order)
+    readings = {r.quantity: r for r in src._decode_block(block, words, 1_700_000_000.0)}
+    for name in ("dissolved_oxygen", "turbidity"):
+        assert math.isnan(readings[name].value)
+        assert readings[name].quality is Quality.INVALID
+    assert readings["temperature"].quality is Quality.GOOD
+    assert ctx.counters.out_of_range == 0
