@@ -172,6 +172,7 @@ class Central:
         self._scan_users = 0
         self._scan_lock = asyncio.Lock()
         self.connect_lock = asyncio.Lock()
+        self._inflight: set[asyncio.Future[Any]] = set()
         self.adverts_seen = 0
         self.transport: Any = None
         #: GATT databases by peer address: (service handle, end, uuid, characteristics)
@@ -196,12 +197,31 @@ class Central:
         for listener in list(self._listeners.values()):
             listener(adv)
 
+    async def hci(self, coro: Any) -> Any:
+        """Run an HCI exchange to completion even if the caller is cancelled or times out:
+        bumble's host would otherwise take a cancelled command's late answer for the next's."""
+        task = asyncio.ensure_future(coro)
+        self._inflight.add(task)
+        task.add_done_callback(self._settled)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or not me.cancelling()):
+                raise ConnectionError("HCI exchange cancelled by the stack") from None
+            raise
+
+    def _settled(self, task: asyncio.Future[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("HCI exchange failed after its caller left: %s", task.exception())
+
     async def acquire_scan(self, token: object, listener: Callable[[Advertisement], None]) -> None:
         async with self._scan_lock:
             self._listeners[token] = listener
             self._scan_users += 1
             if self._scan_users == 1:
-                await self.device.start_scanning(filter_duplicates=False)
+                await self.hci(self.device.start_scanning(filter_duplicates=False))
 
     async def release_scan(self, token: object) -> None:
         async with self._scan_lock:
@@ -209,7 +229,7 @@ class Central:
                 return
             self._scan_users -= 1
             if self._scan_users == 0:
-                await self.device.stop_scanning()
+                await self.hci(self.device.stop_scanning())
 
 
 async def central_over_hci(spec: str, address: str = "C0:00:00:00:00:01") -> Central:
@@ -359,9 +379,9 @@ class BumbleClient(BaseBleakClient):
         self._peer = None
         if connection is None:
             return
-        with contextlib.suppress(hci.HCI_Error, asyncio.CancelledError, TimeoutError):
+        with contextlib.suppress(hci.HCI_Error, core.BaseBumbleError, OSError, TimeoutError):
             async with asyncio.timeout(2.0):
-                await connection.disconnect()
+                await self.central.hci(connection.disconnect())
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError("pairing is not emulated")
