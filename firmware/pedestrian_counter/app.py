@@ -2,7 +2,8 @@
 
 import asyncio
 
-from sensors import AdcProbe, BeamCounter, blink
+from counting import BeamCounter
+from sensors import AdcProbe, blink
 
 from edge_node import ble_payload as B
 from edge_node.ble_link import CounterAdvertiser

@@ -2,7 +2,8 @@
 
 import asyncio
 
-from sensors import PowerMeter, blink
+from metering import PowerMeter
+from sensors import blink
 
 from edge_node.ble_link import GattPeripheral
 from edge_node.config import Config

@@ -66,7 +66,9 @@ def test_deploy_to_a_missing_port_fails_before_copying(capsys: pytest.CaptureFix
     assert "no such serial port" in capsys.readouterr().err
     assert main([*argv, "--port", "/dev/ttyUSB0", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 13 and out[-1].endswith("/dev/ttyUSB0 resume reset")
+    files = len(fw.load_manifest("streetlight")["files"]) + 1  # and the board file
+    assert len(out) == 1 + files + 1  # mkdir edge_node, one cp per file, reset
+    assert out[-1].endswith("/dev/ttyUSB0 resume reset")
 
 
 def test_firmware_check_passes_on_the_tree() -> None:
