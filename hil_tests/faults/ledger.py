@@ -59,14 +59,17 @@ BASE = f"twinedge/v1/{SITE_ID}/{GATEWAY}"
 VALUES_PER_FRAME = 25  # 25 ids per readings frame keeps the body under protocol.MAX_BODY
 
 
-async def until(cond: Callable[[], bool], within: float = 30.0, what: str = "") -> None:
+async def until(
+    cond: Callable[[], bool], within: float = 30.0, what: str | Callable[[], str] = ""
+) -> None:
     """Wait for a condition on in-memory test state (checked every 10 ms), with a timeout."""
     try:
         async with asyncio.timeout(within):
             while not cond():  # noqa: ASYNC110 - polls harness state, bounded by the timeout
                 await asyncio.sleep(0.01)
     except TimeoutError:
-        raise TimeoutError(f"timed out after {within} s waiting for {what or cond}") from None
+        said = what() if callable(what) else what or str(cond)
+        raise TimeoutError(f"timed out after {within} s waiting for {said}") from None
 
 
 # -- devices ------------------------------------------------------------------------------------
@@ -76,7 +79,7 @@ class LedgerDevice:
     """``async with LedgerDevice("dev-1", rate=200) as dev:``; the gateway connects to ``dev.port``.
 
     ``rate`` is readings per second (sent ``VALUES_PER_FRAME`` to a frame). ``flap_after`` closes
-    every connection after that many frames; ``garbage`` sends that many bytes of noise (and a
+    a connection after about that many new frames; ``garbage`` sends that many bytes of noise (and a
     frame with a broken CRC) before every good frame.
     """
 
@@ -163,9 +166,9 @@ class LedgerDevice:
         self.buffer.add(self.frame_seq, frame, sent)
         if sent:
             assert w is not None
-            self._send(w, frame)
+            self._send(w, frame, live=True)
 
-    def _send(self, w: asyncio.StreamWriter, frame: bytes) -> None:
+    def _send(self, w: asyncio.StreamWriter, frame: bytes, live: bool = False) -> None:
         if self.garbage:
             noise = self._rng.randbytes(self.garbage)
             broken = bytearray(frame)
@@ -173,8 +176,8 @@ class LedgerDevice:
             w.write(noise + bytes(broken))
             self.bad_sent += 1
         w.write(frame)
-        if self.flap_after and self.connections and self._rng.random() < 1 / self.flap_after:
-            w.close()
+        if live and self.flap_after and self._rng.random() < 1 / self.flap_after:
+            w.close()  # drop the line after ~flap_after new frames (resends always complete)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._writer is not None:
@@ -229,6 +232,8 @@ class Consumer:
         self.messages = 0
         self.conflicts = 0  # the same seq with different content: must stay 0
         self.births: list[dict[str, Any]] = []
+        self.deltas: list[dict[str, Any]] = []
+        self.received_at: list[tuple[int, float]] = []  # (seq, gateway receive time) per row
         self.deaths: list[dict[str, Any]] = []
         self.sessions: set[str] = set()
         self.arrivals: list[tuple[float, int]] = []  # (loop time, rows) per readings message
@@ -274,11 +279,14 @@ class Consumer:
             self.arrivals.append((asyncio.get_running_loop().time(), len(rows)))
             for row in rows:
                 self.copies += 1
+                self.received_at.append((row[0], row[6]))
                 entry = (row[1], int(row[3]))
                 if self.rows.setdefault((session, row[0]), entry) != entry:
                     self.conflicts += 1
         elif kind == "birth":
             self.births.append(doc)
+        elif kind == "delta":
+            self.deltas.append(doc)
         elif kind == "death":
             self.deaths.append(doc)
 
@@ -305,6 +313,7 @@ def write_site(
     store: str = "store.db",
     buffer: str = "",
     broker_extra: str = "",
+    stale_after: str = "30s",
 ) -> tuple[Path, int]:
     """A site file for the ledger devices; returns it and the status API port."""
     (tmp / "models").mkdir(exist_ok=True)  # no anomaly model: the ids are not sensor values
@@ -316,7 +325,8 @@ def write_site(
     )
     text = (
         f'[gateway]\nid = "{GATEWAY}"\nsite = "{SITE_ID}"\nstore = "{store}"\nmodels = "models"\n'
-        'delta_interval = "0.5s"\nstale_after = "30s"\n'
+        'delta_interval = "0.5s"\n'
+        f'stale_after = "{stale_after}"\n'
         f'[broker]\nurl = "mqtt://127.0.0.1:{broker_port}"\nkeepalive = "5s"\n{broker_extra}\n'
         f"[buffer]\n{buffer}\n"
         f'[api]\nlisten = "127.0.0.1:{api_port}"\n{assets}'
@@ -485,7 +495,13 @@ async def drained(
     consumer has every reading that was not reported dropped; returns the final status."""
     for d in devices:
         d.pause()
-    await until(lambda: all(d.acked_upto == d.frame_seq for d in devices), within, "device acks")
+    await until(
+        lambda: all(d.acked_upto == d.frame_seq for d in devices),
+        within,
+        lambda: (
+            "device acks: " + ", ".join(f"{d.name} {d.acked_upto}/{d.frame_seq}" for d in devices)
+        ),
+    )
     status = await gw.wait_status(
         lambda s: s["buffer"]["rows"] == 0 and s["readings"]["queued"] == 0, within
     )

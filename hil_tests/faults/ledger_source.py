@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Self
 
@@ -29,9 +29,29 @@ from gateway.sources import SourceContext, SourceSpec
 
 __all__ = ["LedgerSource", "open"]
 
-#: per gateway process, per (asset, node boot): highest frame seq yielded and committed
+#: per gateway process, per (asset, node boot): highest frame seq yielded and committed. They
+#: outlive one connection: a reading committed while the device is reconnecting is acknowledged
+#: on the next connection.
 _YIELDED: dict[tuple[str, int], int] = {}
 _COMMITTED: dict[tuple[str, int], int] = {}
+_BOOT: dict[str, int] = {}  # asset -> boot of the node last heard
+_WRITER: dict[str, asyncio.StreamWriter] = {}  # asset -> its current connection
+
+
+def _send_ack(asset: str, upto: int) -> None:
+    w = _WRITER.get(asset)
+    if w is not None and not w.is_closing():
+        w.write(protocol.encode({"type": "ack", "node": "gw", "seq": 0, "upto": upto, "got": upto}))
+
+
+def _committer(asset: str) -> Callable[[str, int], None]:
+    def committed(device: str, seq: int) -> None:
+        key = (asset, _BOOT.get(asset, 0))
+        if seq > _COMMITTED.get(key, 0):
+            _COMMITTED[key] = seq
+            _send_ack(asset, seq)
+
+    return committed
 
 
 class LedgerSource:
@@ -49,39 +69,30 @@ class LedgerSource:
                 self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         except (OSError, TimeoutError) as e:
             raise SourceError(self.ctx.asset, f"ledger device {self.port}: {e}") from e
-        self.ctx.on_commit = self._committed
+        _WRITER[self.ctx.asset] = self._writer
+        self.ctx.on_commit = _committer(self.ctx.asset)
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.ctx.on_commit == self._committed:
-            self.ctx.on_commit = None
         if self._writer is not None:
+            if _WRITER.get(self.ctx.asset) is self._writer:
+                del _WRITER[self.ctx.asset]
             self._writer.close()
 
     def __aiter__(self) -> AsyncIterator[Reading]:
         return self._readings()
-
-    def _committed(self, device: str, seq: int) -> None:
-        key = (self.ctx.asset, self.boot)
-        if seq <= _COMMITTED.get(key, 0):
-            return
-        _COMMITTED[key] = seq
-        self._send_ack(seq)
-
-    def _send_ack(self, upto: int) -> None:
-        w = self._writer
-        if w is not None and not w.is_closing():
-            w.write(protocol.encode({"type": "ack", "node": "gw", "seq": 0, "upto": upto,
-                                     "got": upto}))  # fmt: skip
 
     async def _readings(self) -> AsyncIterator[Reading]:
         assert self._reader is not None
         splitter = protocol.FrameSplitter()
         counters = self.ctx.counters
         while True:
-            data = await self._reader.read(65536)
+            try:
+                data = await self._reader.read(65536)
+            except ConnectionError as e:
+                raise SourceError(self.ctx.asset, f"ledger device connection lost: {e}") from e
             if not data:
                 raise SourceError(self.ctx.asset, "ledger device closed the connection")
             for frame in splitter.feed(data):
@@ -95,7 +106,9 @@ class LedgerSource:
 
     def _take(self, msg: protocol.Msg) -> list[Reading]:
         if msg["type"] == "hello":
-            self.boot = msg["boot"]
+            self.boot = _BOOT[self.ctx.asset] = msg["boot"]
+            if _COMMITTED.get((self.ctx.asset, self.boot)):  # acks lost with the old connection
+                _send_ack(self.ctx.asset, _COMMITTED[(self.ctx.asset, self.boot)])
             self.ctx.device_info.update(firmware=msg["firmware"], node=msg["node"])
             return []
         if msg["type"] != "readings":
@@ -104,7 +117,7 @@ class LedgerSource:
         if seq <= _YIELDED.get(key, 0):
             self.ctx.counters.duplicates += 1
             if seq <= _COMMITTED.get(key, 0):
-                self._send_ack(_COMMITTED[key])  # its ack was lost with the old connection
+                _send_ack(self.ctx.asset, _COMMITTED[key])  # its ack went to an old connection
             return []
         _YIELDED[key] = seq
         self.ctx.counters.frames_ok += 1
