@@ -86,6 +86,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from gateway.security import key_id, load_private_key, load_public_key
 
     for path in args.files:
+        if not path.is_file():
+            raise TwinedgeError(f"{path}: no such key file")
         try:
             raw = load_public_key(path)
             kind = "public"
