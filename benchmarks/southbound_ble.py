@@ -74,6 +74,8 @@ async def emulator(args: argparse.Namespace) -> None:
             elif op == "stop":
                 for p in [*radio.streetlights.values(), *radio.counters.values()]:
                     p.paused = True
+                # data set just before the pause goes on air at the next advertising event
+                await asyncio.sleep(2 * args.interval_ms / 1000)
                 sent = {n: light.notifications for n, light in radio.streetlights.items()}
                 advanced = {n: (c.seq - seqs[n]) & 0xFFFF for n, c in radio.counters.items()}
                 aired = sum(

@@ -120,7 +120,7 @@ class EmulatedStreetlight(_Peripheral):
         self.bad_values = 0
         self.stuck = False
         self.slow = 0.0
-        self.notifications = 0
+        self.notifications = 0  # notifications that reached a subscriber
         self.writes: list[tuple[str, int]] = []
         self._frozen: dict[str, float] | None = None
         self.chars: dict[str, Characteristic] = {}
@@ -195,7 +195,12 @@ class EmulatedStreetlight(_Peripheral):
         state = self.state()
         for q, char in self.chars.items():
             await self.device.notify_subscribers(char, self.encode(q, state[q]))
-            self.notifications += 1
+            self.notifications += self._subscribed(char)
+
+    def _subscribed(self, char: Characteristic) -> int:
+        """How many connections have notifications on for ``char`` (what a notify reaches)."""
+        cccds = self.device.gatt_server.subscribers.values()
+        return sum(1 for c in cccds if len(c.get(char.handle, b"")) == 2 and c[char.handle][0] & 1)
 
     async def _notify_loop(self) -> None:
         loop = asyncio.get_running_loop()
