@@ -28,9 +28,8 @@ topic read twinedge/v1/#
 topic write twinedge/v1/+/+/desired/#
 topic write twinedge/v1/+/+/command/#
 
-# the gateway: its own prefix only
-user {GATEWAY}
-topic readwrite {PREFIX}/#
+# every gateway (certificate common name = MQTT user = gateway id): its own prefix only
+pattern readwrite twinedge/v1/lab/%u/#
 """
 
 
