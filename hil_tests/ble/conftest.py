@@ -19,13 +19,6 @@ import pytest
 from hil_tests.emulators.ble import BleRadio
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("twinedge BLE hardware")
-    group.addoption("--ble-adapter", default=None, help="run BLE hardware tests on this adapter")
-    group.addoption("--ble-streetlight", default=None, help="address of a real BLE streetlight")
-    group.addoption("--ble-counter", default=None, help="device id of a real counter (counter-N)")
-
-
 @dataclass
 class Hardware:
     adapter: str

@@ -7,12 +7,6 @@ from __future__ import annotations
 import pytest
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("twinedge-firmware", "twinedge node hardware tests")
-    group.addoption("--node-port", default=None, help="serial port of a real twinedge node")
-    group.addoption("--node-baud", type=int, default=115200, help="its baud rate")
-
-
 @pytest.fixture
 def node_port(request: pytest.FixtureRequest) -> str:
     port: str | None = request.config.getoption("--node-port")

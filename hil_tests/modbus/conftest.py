@@ -16,15 +16,6 @@ import pytest
 from hil_tests.emulators.modbus_sonde import ModbusSonde
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("twinedge-modbus", "Modbus sonde hardware tests")
-    group.addoption("--modbus-port", default=None, help="serial port of a real Modbus RTU sonde")
-    group.addoption("--modbus-unit", type=int, default=1, help="its device id (default 1)")
-    group.addoption(
-        "--modbus-profile", default="sonde-modbus", help="profile of that sonde (name or path)"
-    )
-
-
 @dataclass
 class Line:
     """Where the sonde under test answers; ``sonde`` is None on real hardware."""
