@@ -199,10 +199,11 @@ class Outbox:
         )
 
     def _check_file(self) -> None:
-        """If the store file was removed while open (``rm store.db*``), every later commit would
-        go to an unlinked file and vanish at the next start: write the open database back to
-        its path (SQLite's backup API, through a temporary file) and reopen it there."""
-        if self.path.exists() or self._db is None:
+        """If the store file or its WAL was removed while open (``rm store.db*``), every later
+        commit would go to an unlinked file and vanish at the next start: write the open
+        database back to its path (SQLite's backup API, through a temporary file) and reopen
+        it there. (The WAL exists from the first write after open until the close.)"""
+        if self._db is None or (self.path.exists() and Path(f"{self.path}-wal").exists()):
             return
         log.error("store %s was removed while the gateway had it open: writing it back", self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
