@@ -49,6 +49,7 @@ __all__ = [
     "GatewayProcess",
     "LedgerDevice",
     "drained",
+    "kill9_cycles",
     "settle",
     "until",
     "write_site",
@@ -224,8 +225,9 @@ class Consumer:
     duplicates included; ``births`` keeps the status documents (the reported drop counters).
     """
 
-    def __init__(self, port: int, identifier: str = "ledger-consumer") -> None:
+    def __init__(self, port: int, identifier: str = "ledger-consumer", base: str = BASE) -> None:
         self.port = port
+        self.base = base
         self.identifier = identifier
         self.rows: dict[tuple[str, int], tuple[str, int]] = {}  # (session, seq) -> (asset, id)
         self.copies = 0
@@ -260,7 +262,7 @@ class Consumer:
             )  # fmt: skip
             try:
                 async with client:
-                    await client.subscribe(f"{BASE}/#", qos=1)
+                    await client.subscribe(f"{self.base}/#", qos=1)
                     self.connected.set()
                     async for m in client.messages:
                         self._take(str(m.topic), m.payload)
@@ -285,6 +287,10 @@ class Consumer:
                     self.conflicts += 1
         elif kind == "birth":
             self.births.append(doc)
+        elif kind == "event":  # events take seqs from the same counter as readings
+            entry = (f"event/{doc['asset']}", doc["seq"])
+            if self.rows.setdefault((doc["session"], doc["seq"]), entry) != entry:
+                self.conflicts += 1
         elif kind == "delta":
             self.deltas.append(doc)
         elif kind == "death":
@@ -339,12 +345,15 @@ def write_site(
 class GatewayProcess:
     """``twinedge run`` in a subprocess (via the ledger launcher); its stderr goes to a log."""
 
-    def __init__(self, site: Path, api_port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, site: Path, api_port: int, env: dict[str, str] | None = None, start: bool = True
+    ) -> None:
         self.site, self.api_port = site, api_port
         self.env = {**os.environ, **(env or {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.log = site.with_name("gateway.log")
         self.kills = 0
+        self._start_on_enter = start
 
     async def start(self) -> None:
         with self.log.open("ab") as log:
@@ -408,7 +417,8 @@ class GatewayProcess:
         return "\n".join(lines[-n:])
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        if self._start_on_enter:
+            await self.start()
         return self
 
     async def __aexit__(
@@ -514,3 +524,50 @@ async def drained(
     with suppress(TimeoutError):  # if it never completes, the books show what is missing
         await until(complete, within, "the consumer to receive every committed reading")
     return status
+
+
+async def kill9_cycles(
+    tmp: Path, broker_port: int, consumer: Consumer, cycles: int, *, rate: float = 600.0,
+    seed: int = 6,
+) -> tuple[Books, dict[str, Any]]:  # fmt: skip
+    """Three ledger devices under steady load; the gateway is killed with SIGKILL at a random
+    moment 0.1-0.8 s after its feed starts, restarted, ``cycles`` times; then drained and the
+    books settled. Returns the books and figures (restart-to-birth times)."""
+    rng = random.Random(seed)
+    devices = [LedgerDevice(n, rate=rate) for n in ("dev-a", "dev-b", "dev-c")]
+    async with AsyncExitStack() as stack:
+        for d in devices:
+            await stack.enter_async_context(d)
+        site, api = write_site(tmp, broker_port, devices)
+        gw = await stack.enter_async_context(GatewayProcess(site, api, start=False))
+        loop = asyncio.get_running_loop()
+        restarts: list[float] = []
+        try:
+            for _ in range(cycles):
+                births, seen = len(consumer.births), consumer.copies
+                t0 = loop.time()
+                await gw.start()
+                await until(lambda: len(consumer.births) > births, 20, "the birth")  # noqa: B023
+                restarts.append(loop.time() - t0)
+                await until(lambda: consumer.copies > seen, 20, "readings")  # noqa: B023
+                await asyncio.sleep(rng.uniform(0.1, 0.8))  # the random kill moment under load
+                await gw.kill9()
+            await gw.start()
+            status = await drained(gw, devices, consumer)
+            clean_stop = await gw.stop()
+        except BaseException:
+            print(gw.tail())
+            raise
+    books = settle(f"kill9 x{gw.kills}", devices, consumer, status["buffer"]["dropped"]["total"])
+    books.extra["deaths_by_will"] = sum(d["reason"] == "lost" for d in consumer.deaths)
+    restarts.sort()
+    figures = {
+        "kills": gw.kills,
+        "restart_to_birth_s": {
+            "p50": round(restarts[len(restarts) // 2], 3),
+            "max": round(restarts[-1], 3),
+        },
+        "clean_stop_rc": clean_stop,
+        "sessions": len(consumer.sessions),
+    }
+    return books, figures

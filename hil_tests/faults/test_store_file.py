@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from gateway.broker import MosquittoProcess
 from hil_tests.faults.ledger import (
     Consumer,
@@ -43,8 +45,9 @@ async def test_corrupt_store_at_start_is_moved_aside_and_reported(
         assert books.missing_acked == 0 and books.unique_ids == books.emitted
 
 
+@pytest.mark.parametrize("removed", [("", "-wal", "-shm"), ("-wal",)], ids=["all", "wal"])
 async def test_store_deleted_under_running_gateway_is_written_back(
-    tmp_path: Path, mq: MosquittoProcess, consumer: Consumer
+    tmp_path: Path, mq: MosquittoProcess, consumer: Consumer, removed: tuple[str, ...]
 ) -> None:
     """The broker is down, so the acknowledged readings exist only in the store when someone
     runs ``rm store.db*``. The gateway notices at its next write, reports it, writes the store
@@ -56,7 +59,7 @@ async def test_store_deleted_under_running_gateway_is_written_back(
             await until(lambda: consumer.copies > 0, 20, "readings")
             await mq.stop()
             await gw.wait_status(lambda s: s["buffer"]["rows"] > 3000)
-            for suffix in ("", "-wal", "-shm"):
+            for suffix in removed:
                 Path(f"{store}{suffix}").unlink(missing_ok=True)
             reported = await gw.wait_status(
                 lambda s: any("removed" in w["msg"] for w in s["warnings"]), 10
@@ -69,8 +72,8 @@ async def test_store_deleted_under_running_gateway_is_written_back(
             await gw.wait_status(lambda s: s["gateway"]["boot"] >= 2)
             await mq.start()
             status = await drained(gw, [a, b], consumer)
-        books = settle("store deleted while running + kill -9", [a, b], consumer,
-                       status["buffer"]["dropped"]["total"])  # fmt: skip
+        name = f"store{'*' if len(removed) > 1 else removed[0]} deleted + kill -9"
+        books = settle(name, [a, b], consumer, status["buffer"]["dropped"]["total"])
         books.extra["warning"] = [w["msg"] for w in reported["warnings"] if "removed" in w["msg"]]
         books.check()
         assert books.missing_acked == 0 and books.dropped == 0
