@@ -22,7 +22,7 @@ from hil_tests.security.pki import CA, Issued
 
 GATEWAY = "gw-test"
 PREFIX = f"twinedge/v1/lab/{GATEWAY}"
-ACL = f"""
+ACL = """
 # anonymous clients (the test's recorder on the plain listener)
 topic read twinedge/v1/#
 topic write twinedge/v1/+/+/desired/#
