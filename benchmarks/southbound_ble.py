@@ -295,7 +295,7 @@ def main() -> None:
         return
     import cProfile
 
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)  # CPU time, not wall (idle epoll waits)
     result = prof.runcall(asyncio.run, gateway(args))
     result["gateway_cpu_share_by_package"] = cpu_shares(prof)
     print(json.dumps(result, indent=2))
@@ -309,11 +309,14 @@ def cpu_shares(prof: Any) -> dict[str, float]:
     for (filename, _line, _fn), (_cc, _nc, tottime, _ct, _callers) in (
         pstats.Stats(prof).stats.items()  # type: ignore[attr-defined]
     ):
-        key = "other"
+        key = "builtins (C functions, called by all)" if filename == "~" else "other"
         for pkg in ("bumble", "bleak", "gateway", "edge_node", "hil_tests", "asyncio"):
             if f"/{pkg}/" in filename:
                 key = pkg
                 break
+        else:
+            if "/lib/python3" in filename and "site-packages" not in filename:
+                key = "stdlib"
         totals[key] = totals.get(key, 0.0) + tottime
     whole = sum(totals.values()) or 1.0
     return {k: round(100 * v / whole, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
