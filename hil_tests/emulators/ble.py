@@ -345,6 +345,8 @@ class BleRadio:
         self._stack = contextlib.AsyncExitStack()
         self._spawned: list[asyncio.Task[None]] = []
         self.central: Central | None = None
+        self.scanner_backend: type[Any] | None = None  # in-process central only
+        self.client_backend: type[Any] | None = None
         if hci_server is None:
             device, self.central_controller = make_device("gateway", _CENTRAL, self.link)
             self.central = Central(device)
