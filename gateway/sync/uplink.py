@@ -403,6 +403,10 @@ def explain(err: BaseException, logged: str | None = None) -> str:
         return alert
     if isinstance(err, ssl.SSLError):
         return f"TLS: {text}"
+    if isinstance(err, aiomqtt.MqttCodeError) and any(
+        k in text.lower() for k in ("not authorized", "bad user name or password")
+    ):
+        return f"the broker refused the login ({text}): check username and the password"
     if isinstance(err, ConnectionResetError | BrokenPipeError):
         return f"connection closed by the broker ({text}); with TLS, check the client certificate"
     return f"{text} ({logged})" if logged else text

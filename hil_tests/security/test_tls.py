@@ -150,6 +150,7 @@ async def test_broker_password_never_appears(
             async with Gateway(site) as gw:  # the broker refuses a wrong password
                 await until(lambda: gw.uplink is not None and gw.uplink.last_error is not None)
                 views.append(json.dumps(gw.status(), default=str))
+                assert "refused the login" in str(gw.uplink.last_error)
         feed = [r.raw for r in rec.received]
     logs = [r.getMessage() for r in caplog.records] + [caplog.text]
     assert any("uplink to" in line for line in logs)  # the failure was logged, without the secret
