@@ -12,6 +12,7 @@ the outbox before the twin shows it and before anything upstream sees it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -21,11 +22,11 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from gateway import __version__
 from gateway.config import AssetConfig, BrokerConfig, Site
-from gateway.errors import ModelError
+from gateway.errors import ConfigError, ModelError
 from gateway.hub import Hub
 from gateway.outbox import Outbox, StoreError
 from gateway.readings import Reading
@@ -34,8 +35,12 @@ from gateway.sources import Commandable, Source, SourceContext, parse_duration
 from gateway.supervise import supervise
 from gateway.sync import messages
 from gateway.sync.messages import Topics
+from gateway.sync.projection import project
 from gateway.sync.uplink import Message, Uplink
 from gateway.twin import Twin
+
+if TYPE_CHECKING:
+    from gateway.sync.http_upsert import HttpUpsert
 
 __all__ = ["Gateway"]
 
@@ -76,6 +81,7 @@ class Gateway:
         self.started_at = time.time()
         self.detector: Any = None
         self.uplink: Uplink | None = None
+        self.http: HttpUpsert | None = None  # NGSI-LD by HTTP upsert, when it is the upstream
         self.api_url: str | None = None
         self.outbox: Outbox
         self._stack = AsyncExitStack()
@@ -134,6 +140,23 @@ class Gateway:
             sec.trusted, sec.require_signed_downlink, NonceStore(nonces)
         )
         self.detector = self._load_detector()
+        table = self.site.projection
+        projection = project(str(table.get("kind", "native")), self.site.site, table,
+                             str(self.site.file))  # fmt: skip
+        if projection is not None and table.get("delivery") == "http":
+            from gateway.sync.http_upsert import HttpUpsert
+            from gateway.sync.ngsi_ld import NgsiProjection
+
+            if not isinstance(projection, NgsiProjection):
+                raise ConfigError(str(self.site.file), "projection.delivery",
+                                  "'mqtt' for a projection other than ngsi-ld", "http")  # fmt: skip
+            http = await self._stack.enter_async_context(
+                HttpUpsert.from_config(self.outbox, projection, table, str(self.site.file))
+            )
+            for _topic, payload, _retain in self._birth()[1:]:  # every twin, as it stands
+                http.submit(json.loads(payload))
+            self.http = http
+            projection = None
         if self.broker is not None:
             self.uplink = await self._stack.enter_async_context(
                 Uplink(
@@ -145,6 +168,7 @@ class Gateway:
                     death=self._death,
                     downlink=self._on_downlink,
                     live_window=buf.live_window,
+                    projection=projection,
                 )
             )
         await self._start_api()
@@ -260,6 +284,8 @@ class Gateway:
             self._on_anomaly(ev)
         if self.uplink is not None:
             self.uplink.notify()
+        if self.http is not None:
+            self.http.notify()
         if self.hub:
             for r in batch:
                 self.hub.publish(
@@ -340,21 +366,23 @@ class Gateway:
                 continue
             revision, patch = delta
             changed[asset_id] = (revision, twin.snapshot())
-            if self.uplink is not None:
-                doc = messages.delta(
-                    self.site.gateway_id,
-                    self.outbox.session,
-                    time.time(),
-                    asset_id,
-                    revision,
-                    patch,
-                )
-                self.uplink.publish_live(self.topics.delta(asset_id), messages.dumps(doc))
+            self._publish_change(asset_id, revision, patch, changed[asset_id][1])
         if changed:
             try:
                 await self.outbox.save_twins(changed)
             except StoreError as e:  # e.g. a full disk: keep running, a later flush saves them
                 self.warn(str(e))
+
+    def _publish_change(
+        self, asset_id: str, revision: int, patch: Mapping[str, Any], state: Mapping[str, Any]
+    ) -> None:
+        """A twin changed: a delta on the native feed; the whole twin to an HTTP upstream."""
+        gw, session, now = self.site.gateway_id, self.outbox.session, time.time()
+        if self.http is not None:
+            self.http.submit(messages.twin(gw, session, now, asset_id, revision, state))
+        if self.uplink is not None:
+            doc = messages.delta(gw, session, now, asset_id, revision, patch)
+            self.uplink.publish_live(self.topics.delta(asset_id), messages.dumps(doc))
 
     def _birth(self) -> Sequence[Message]:
         gw, session, now = self.site.gateway_id, self.outbox.session, time.time()

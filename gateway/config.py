@@ -223,6 +223,7 @@ def parse_site(data: dict[str, Any], file: Path) -> Site:
     projection = root.get("projection", {})
     if not isinstance(projection, dict):
         raise ConfigError(str(file), "projection", "a table", projection)
+    _check_projection(projection, site_name, str(file), "broker" in data)
     assets = _assets(root, stale_default, base)
     security = _security(root.sub("security"), base, store)
     root.done()
@@ -240,6 +241,21 @@ def parse_site(data: dict[str, Any], file: Path) -> Site:
         delta_interval,
         security,
     )
+
+
+def _check_projection(table: dict[str, Any], site: str, file: str, has_broker: bool) -> None:
+    """Validate ``[projection]`` now, so a typo fails at start-up and in ``config check``."""
+    from gateway.sync.projection import project  # the projections import their schemas lazily
+
+    project(str(table.get("kind", "native")), site, table, file)
+    if table.get("delivery") == "http" and has_broker:
+        raise ConfigError(
+            file,
+            "projection.delivery",
+            "'mqtt' when [broker] is set (the buffer has one consumer: with delivery = 'http' "
+            "the context broker is the upstream and [broker] must be left out)",
+            "http",
+        )
 
 
 def _broker(t: _Table, gateway_id: str, base: Path) -> BrokerConfig:

@@ -310,6 +310,8 @@ class NgsiProjection:
             return None  # an observation entity needs an observation (its dateObserved)
         if times and len(ent) > 2 + ("@context" in ent):
             self._date(ent, _DATE_ATTR.get(etype, "dateObserved"), max(times))
+            if not full and ident.location:  # an MQTT consumer has no upsert merge: keep
+                self._geo(ent, ident.location)  # every observation a valid entity
         return ent
 
     def _device_entity(

@@ -31,6 +31,7 @@ from gateway.config import BrokerConfig
 from gateway.outbox import KIND_EVENT, KIND_READINGS, Batch, Outbox
 from gateway.sync import messages
 from gateway.sync.messages import Topics
+from gateway.sync.projection import Projection
 
 __all__ = ["MAX_DOWNLINK_BYTES", "Uplink"]
 
@@ -58,6 +59,7 @@ class Uplink:
         death: Callable[[str], bytes],
         downlink: Downlink,
         live_window: float = 60.0,
+        projection: Projection | None = None,
     ) -> None:
         self.cfg = cfg
         self.topics = topics
@@ -67,6 +69,7 @@ class Uplink:
         self._death = death
         self._downlink = downlink
         self.live_window = live_window
+        self.projection = projection  # NGSI-LD / Ditto messages published beside the native ones
         self.state = "connecting"
         self.reconnects = 0
         self.published_rows = 0
@@ -201,9 +204,19 @@ class Uplink:
             tg.create_task(self._live_publisher(client), name="uplink-live")
             tg.create_task(self._receiver(client), name="uplink-downlink")
 
+    def _projected(self, msgs: Sequence[Message]) -> list[Message]:
+        """The messages plus what the configured projection makes of each (not retained)."""
+        if self.projection is None:
+            return list(msgs)
+        out = list(msgs)
+        for _topic, payload, _retain in msgs:
+            out += [(t, p, False) for t, p in self.projection.to_messages(json.loads(payload))]
+        return out
+
     async def _publish_birth(self, client: aiomqtt.Client) -> None:
+        msgs = self._projected(self._birth())
         await asyncio.gather(
-            *(client.publish(t, p, qos=1, retain=r, timeout=30) for t, p, r in self._birth())
+            *(client.publish(t, p, qos=1, retain=r, timeout=30) for t, p, r in msgs)
         )
 
     def _drain_live(self) -> None:
@@ -232,15 +245,15 @@ class Uplink:
         self, client: aiomqtt.Client, batches: list[Batch], slots: asyncio.Semaphore
     ) -> None:
         try:
-            msgs = self._encode(batches, time.time())
-            await asyncio.gather(*(client.publish(t, p, qos=1, timeout=60) for t, p in msgs))
+            msgs = self._projected([(t, p, False) for t, p in self._encode(batches, time.time())])
+            await asyncio.gather(*(client.publish(t, p, qos=1, timeout=60) for t, p, _r in msgs))
             await self.outbox.ack(batches[0].id, batches[-1].id)
         finally:
             slots.release()
         done = time.time()
         self.last_ack_at = done
         self.published_messages += len(msgs)
-        self.published_bytes += sum(len(p) for _t, p in msgs)
+        self.published_bytes += sum(len(p) for _t, p, _r in msgs)
         readings = [b for b in batches if b.kind == KIND_READINGS]
         self.published_rows += sum(b.count for b in readings)
         if readings:  # the oldest reading of the batch waited longest: record its latency
@@ -269,6 +282,7 @@ class Uplink:
             batch = [await self._live.get()]
             while not self._live.empty() and len(batch) < 256:
                 batch.append(self._live.get_nowait())
+            batch = self._projected(batch)
             await asyncio.gather(
                 *(client.publish(t, p, qos=1, retain=r, timeout=30) for t, p, r in batch)
             )

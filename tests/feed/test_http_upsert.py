@@ -7,12 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from gateway.errors import ConfigError
 from gateway.outbox import Outbox
@@ -21,67 +20,15 @@ from gateway.sync import messages as m
 from gateway.sync.http_upsert import HttpUpsert
 from gateway.sync.ngsi_ld import NgsiProjection
 from gateway.sync.schemas import sdm_validator
+from gateway.testing import ContextBroker, context_broker
 
 from .conftest import T0
 
 
-class ContextBroker:
-    """Keeps upserted entities by id; ``script`` says how to answer the next requests."""
-
-    def __init__(self) -> None:
-        self.entities: dict[str, dict[str, Any]] = {}
-        self.requests: list[tuple[str, list[dict[str, Any]]]] = []
-        self.script: list[str] = []  # "500", "400", "hang", "207" ... then "ok" forever
-        self.changed = asyncio.Condition()
-
-    async def upsert(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        ids = [e["id"] for e in body]
-        assert len(ids) == len(set(ids)), "an entity twice in one request"
-        self.requests.append((request.headers["Content-Type"], body))
-        mode = self.script.pop(0) if self.script else "ok"
-        if mode == "hang":
-            await asyncio.Event().wait()  # never answers; the client times out
-        if mode in ("500", "503", "400", "429"):
-            return web.json_response(
-                {"type": "https://uri.etsi.org/ngsi-ld/errors/BadRequestData", "title": mode},
-                status=int(mode),
-            )
-        failed = {body[0]["id"]} if mode == "207" else set()
-        async with self.changed:
-            for ent in body:
-                if ent["id"] not in failed:
-                    self.entities[ent["id"]] = {**self.entities.get(ent["id"], {}), **ent}
-            self.changed.notify_all()
-        if failed:
-            return web.json_response(
-                {
-                    "success": [i for i in ids if i not in failed],
-                    "errors": [{"entityId": i, "error": {"status": 400}} for i in failed],
-                },
-                status=207,
-            )
-        return web.Response(status=204)
-
-    async def until(self, cond: Callable[[], bool], within: float = 10.0) -> None:
-        async with asyncio.timeout(within), self.changed:
-            await self.changed.wait_for(cond)
-
-
 @pytest.fixture
 async def ngsi() -> AsyncIterator[tuple[ContextBroker, str]]:
-    broker = ContextBroker()
-    app = web.Application()
-    app.router.add_post("/ngsi-ld/v1/entityOperations/upsert", broker.upsert)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield broker, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with context_broker() as served:
+        yield served
 
 
 def readings(asset: str, n: int, t0: float = T0) -> list[Reading]:

@@ -88,6 +88,7 @@ def test_streetlight_state_mapping(twins: dict[str, dict[str, Any]]) -> None:
     assert patch == {
         "id": light["id"],
         "type": "Streetlight",
+        "location": {"type": "Point", "coordinates": [-6.2603, 53.3498]},
         "powerState": "off",
         "status": "defectiveLamp",
         "observationDateTime": "2025-11-21T04:40:00.000Z",
@@ -185,6 +186,7 @@ def test_delta_and_readings_become_partial_entities(twins: dict[str, dict[str, A
     assert ent == {
         "id": "urn:ngsi-ld:WaterQualityObserved:dublin:wq-1",
         "type": "WaterQualityObserved",
+        "location": {"type": "Point", "coordinates": [-6.2603, 53.3498]},
         "pH": 7.5,
         "dateObserved": "2025-11-21T04:40:01.000Z",
     }
