@@ -25,6 +25,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -158,7 +159,7 @@ class LedgerDevice:
             "type": "readings",
             "node": self.name,
             "seq": self.frame_seq,
-            "time": round(asyncio.get_running_loop().time(), 3) + 1.7e9,
+            "time": round(time.time(), 3),  # the device's own clock
             "values": [["uid", float(i)] for i in range(first, first + VALUES_PER_FRAME)],
         }
         frame = protocol.encode(msg)
