@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -26,12 +25,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 from gateway import __version__
 from gateway.config import AssetConfig, BrokerConfig, Site
+from gateway.downlink import Downlink
 from gateway.errors import ConfigError, ModelError
 from gateway.hub import Hub
 from gateway.outbox import Outbox, StoreError
 from gateway.readings import Reading
-from gateway.security import DownlinkGuard, NonceStore, SignatureError
-from gateway.sources import Commandable, Source, SourceContext, parse_duration
+from gateway.security import DownlinkGuard, NonceStore
+from gateway.sources import Source, SourceContext, parse_duration
 from gateway.supervise import supervise
 from gateway.sync import messages
 from gateway.sync.messages import Topics
@@ -73,10 +73,8 @@ class Gateway:
         self.contexts: dict[str, SourceContext] = {}
         self.sources: dict[str, Source] = {}
         self.readings_in = 0
-        self.downlink_refused = 0
         self._file_restores = 0
-        self.downlink_refusals: dict[str, int] = {}  # signature refusals by reason
-        self.downlink_guard: DownlinkGuard | None = None
+        self.downlink: Downlink
         self.warnings: deque[dict[str, Any]] = deque(maxlen=50)
         self.started_at = time.time()
         self.detector: Any = None
@@ -136,8 +134,16 @@ class Gateway:
         sec = self.site.security
         store = self.site.store_path
         nonces = sec.nonce_file or store.with_name(store.name + ".nonces.json")
-        self.downlink_guard = DownlinkGuard(
-            sec.trusted, sec.require_signed_downlink, NonceStore(nonces)
+        self.downlink = Downlink(
+            guard=DownlinkGuard(sec.trusted, sec.require_signed_downlink, NonceStore(nonces)),
+            base_topic=self.topics.base,
+            twins=self.twins,
+            sources=self.sources,
+            detector=lambda: self.detector,
+            trusted=sec.trusted,
+            bundles_dir=store.parent / "bundles",
+            warn=lambda msg, device: self.warn(msg, device),
+            report=self._publish_applied,
         )
         self.detector = self._load_detector()
         table = self.site.projection
@@ -166,7 +172,7 @@ class Gateway:
                     gateway=self.site.gateway_id,
                     birth=self._birth,
                     death=self._death,
-                    downlink=self._on_downlink,
+                    downlink=self.downlink.handle,
                     live_window=buf.live_window,
                     projection=projection,
                 )
@@ -415,105 +421,6 @@ class Gateway:
 
     # -- downlink ------------------------------------------------------------------------------
 
-    async def _on_downlink(self, kind: str, asset: str, payload: bytes) -> None:
-        twin = self.twins.get(asset)
-        assert self.downlink_guard is not None  # set at start
-        try:  # strictly UTF-8 JSON; the signature checked (and its nonce spent) before any use
-            doc = self.downlink_guard.open(payload, f"{self.topics.base}/{kind}/{asset}")
-        except SignatureError as e:
-            self._refuse(kind, asset, f"signature refused: {e}")
-            self.downlink_refusals[e.reason] = self.downlink_refusals.get(e.reason, 0) + 1
-            if twin is not None:
-                ref = e.ref or f"refused-{e.reason}"
-                self._publish_applied(asset, ref, dict(twin.config), [f"refused: {e}"])
-            return
-        except ValueError as e:
-            self._refuse(kind, asset, f"not a JSON object ({e})")
-            return
-        msg_id = doc.get("id")
-        if twin is None or not isinstance(msg_id, str) or not msg_id or doc.get("v") != 1:
-            why = "unknown asset" if twin is None else "'v': 1 and a string 'id' are required"
-            self._refuse(kind, asset, why)
-            return
-        if kind == "desired":
-            errors = await self._apply_desired(asset, twin, doc)
-            applied = dict(twin.config)
-        else:
-            errors = await self._apply_command(asset, doc)
-            applied = {"command": doc.get("command"), "args": doc.get("args", {})}
-        for err in errors:
-            self.warn(f"{kind} {msg_id}: {err}", asset)
-        self._publish_applied(asset, msg_id, applied, errors)
-
-    def _refuse(self, kind: str, asset: str, why: str) -> None:
-        self.downlink_refused += 1
-        self.warn(f"{kind} message refused: {why}", asset)
-
-    async def _apply_desired(self, asset: str, twin: Twin, doc: Mapping[str, Any]) -> list[str]:
-        errors: list[str] = []
-        unknown = set(doc) - {"v", "id", "period", "thresholds"}
-        if unknown:
-            errors.append(f"unknown keys {sorted(unknown)}")
-        if "period" in doc:
-            try:
-                if not isinstance(doc["period"], str | int | float):
-                    raise ValueError("period: expected a duration such as '5s' or a number")
-                period = parse_duration(doc["period"], file="desired", key="period")
-                if not 0.1 <= period <= 86400:
-                    raise ValueError("period must be between 0.1 s and 1 day")
-            except ValueError as e:
-                errors.append(str(e))
-            else:
-                err = await self._command(asset, "set_period", {"period": period})
-                if err:
-                    errors.append(err)
-                else:
-                    twin.set_config("period", period)
-        if "thresholds" in doc:
-            errors += self._apply_thresholds(asset, twin, doc["thresholds"])
-        return errors
-
-    def _apply_thresholds(self, asset: str, twin: Twin, thresholds: Any) -> list[str]:
-        if not isinstance(thresholds, dict):
-            return ["thresholds: expected an object of name -> number"]
-        bad = [
-            k
-            for k, v in thresholds.items()
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v)
-        ]
-        if bad:
-            return [f"thresholds.{bad[0]}: expected a finite number"]
-        if self.detector is not None:
-            for name, value in thresholds.items():
-                try:
-                    self.detector.set_threshold(asset, float(value))
-                except (ValueError, KeyError) as e:
-                    return [f"thresholds.{name}: {e}"]
-        twin.set_config("thresholds", {**twin.config.get("thresholds", {}), **thresholds})
-        return []
-
-    async def _apply_command(self, asset: str, doc: Mapping[str, Any]) -> list[str]:
-        name, args = doc.get("command"), doc.get("args", {})
-        if not isinstance(name, str) or not isinstance(args, dict):
-            return ["expected 'command' (string) and 'args' (object)"]
-        err = await self._command(asset, name, args)
-        return [err] if err else []
-
-    async def _command(self, asset: str, name: str, args: Mapping[str, Any]) -> str | None:
-        source = self.sources.get(asset)
-        if source is None:
-            return f"device {asset} is not connected" if name != "set_period" else None
-        if not isinstance(source, Commandable):
-            return f"device {asset} takes no commands"
-        try:
-            async with asyncio.timeout(10):
-                await source.command(name, args)
-        except (ValueError, KeyError, TypeError, AttributeError, OSError, TimeoutError) as e:
-            # AttributeError too: a driver handed args of a type it did not expect (the downlink
-            # is untrusted input and must never end the uplink's receiver)
-            return f"command {name} failed: {e or type(e).__name__}"
-        return None
-
     def _publish_applied(
         self, asset: str, msg_id: str, config: Mapping[str, Any], errors: list[str]
     ) -> None:
@@ -577,9 +484,9 @@ class Gateway:
                 "queued": self.queue.qsize(),
             },
             "downlink": {
-                "refused": self.downlink_refused
+                "refused": self.downlink.refused
                 + (self.uplink.downlink_refused if self.uplink else 0),
-                "signature_refused": dict(self.downlink_refusals),
+                "signature_refused": dict(self.downlink.refusals),
                 "signed_required": self.site.security.require_signed_downlink,
             },
         }

@@ -151,7 +151,7 @@ _UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 864
 
 def parse_duration(text: str | float | int, *, file: str = "<spec>", key: str = "period") -> float:
     """``"250ms"``, ``"1s"``, ``"5m"``, ``"2h"``, or a bare number of seconds -> seconds (> 0)."""
-    if isinstance(text, bool):
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
         raise ConfigError(file, key, "a duration such as '1s' or '250ms'", text)
     if isinstance(text, int | float):
         value = float(text)
@@ -163,6 +163,6 @@ def parse_duration(text: str | float | int, *, file: str = "<spec>", key: str = 
             value = float(num) * _UNITS_S[unit]
         except (ValueError, KeyError):
             raise ConfigError(file, key, "a duration such as '1s', '250ms', '5m'", text) from None
-    if not value > 0:
-        raise ConfigError(file, key, "a duration greater than zero", text)
+    if not 0 < value < float("inf"):
+        raise ConfigError(file, key, "a finite duration greater than zero", text)
     return value

@@ -73,7 +73,7 @@ def test_corpus_input(
             check_guard(new_guard({}, require), data, TOPIC)
         loop, gw = running
         for kind in ("desired", "command"):
-            loop.run_until_complete(gw._on_downlink(kind, "wq-1", data))  # never raises
+            loop.run_until_complete(gw.downlink.handle(kind, "wq-1", data))  # never raises
     elif kind == "csv":
         check_csv(univariate, data)
     elif kind == "site":

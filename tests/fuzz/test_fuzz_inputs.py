@@ -99,7 +99,7 @@ def test_gateway_downlink_handler_never_raises(
     running: tuple[asyncio.AbstractEventLoop, Gateway], kind: str, asset: str, payload: bytes
 ) -> None:
     loop, gw = running
-    loop.run_until_complete(gw._on_downlink(kind, asset, payload))
+    loop.run_until_complete(gw.downlink.handle(kind, asset, payload))
     period = gw.twins["wq-1"].config["period"]
     assert isinstance(period, float) and 0.1 <= period <= 86400
 
