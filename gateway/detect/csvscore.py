@@ -27,14 +27,20 @@ from gateway.errors import ConfigError
 __all__ = ["parse_time", "score_csv"]
 
 CHUNK = 4096
+#: larger values would overflow the window statistics (squares) into NaN scores
+MAX_MAGNITUDE = 1e150
 
 
 def parse_time(text: str) -> float:
     """Epoch seconds from a number or an ISO 8601 time (naive times are taken as UTC)."""
     try:
-        return float(text)
+        t = float(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(t):
+            raise ValueError(f"not a time: {text!r}")
+        return t
     dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
@@ -67,6 +73,8 @@ def _rows(reader: Iterator[dict[str, str]], file: str, tcol: str, vcols: list[st
           ) -> Iterator[tuple[dict[str, str], float, list[float]]]:  # fmt: skip
     last = -math.inf
     for line, row in enumerate(reader, start=2):
+        if None in row:  # csv.DictReader keeps cells beyond the header under the key None
+            raise ConfigError(file, f"row {line}", "no more cells than the header has columns")
         text = row.get(tcol)
         try:
             t = parse_time(text or "")
@@ -83,8 +91,10 @@ def _rows(reader: Iterator[dict[str, str]], file: str, tcol: str, vcols: list[st
                 v = float(raw if raw is not None else "")
             except ValueError:
                 v = math.nan
-            if not math.isfinite(v):
-                raise ConfigError(file, f"row {line}: {col}", "a finite number", raw)
+            if not abs(v) <= MAX_MAGNITUDE:  # NaN and infinities fail this too
+                raise ConfigError(
+                    file, f"row {line}: {col}", f"a finite number within ±{MAX_MAGNITUDE:g}", raw
+                )
             values.append(v)
         yield row, t, values
 
