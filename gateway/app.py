@@ -19,7 +19,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import replace
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,6 +30,7 @@ from gateway.hub import Hub
 from gateway.outbox import Outbox, StoreError
 from gateway.readings import Reading
 from gateway.security import DownlinkGuard, NonceStore
+from gateway.shipped import shipped_models
 from gateway.sources import Source, SourceContext, parse_duration
 from gateway.supervise import supervise
 from gateway.sync import messages
@@ -46,7 +46,6 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger("twinedge.gateway")
 INGEST_BATCH = 1024
-SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 class Gateway:
@@ -330,12 +329,12 @@ class Gateway:
         self.hub.publish(doc | {"type": "anomaly"})
 
     def _load_detector(self) -> Any:
-        models = self.site.models_dir or (SHIPPED_MODELS if SHIPPED_MODELS.is_dir() else None)
-        if models is None:
-            return None
         try:
             from gateway.detect import Detector
         except ImportError:
+            return None
+        models = self.site.models_dir or shipped_models()
+        if models is None:
             return None
         try:
             return Detector.load(models, {a.id: a.category for a in self.site.assets})

@@ -140,8 +140,10 @@ async def _stack(broker_url: str | None, sync: str, score: str) -> AsyncIterator
         detector = None
         if score == "model":
             from gateway.detect import Detector
+            from gateway.shipped import shipped_models
 
-            models = Path(__file__).resolve().parents[1] / "models"
+            models = shipped_models()
+            assert models is not None, "no shipped models found"
             detector = Detector.load(models, {f"wq-{i:02d}": "water-quality" for i in range(NODES)})
         yield Pipeline(outbox, uplink, detector)
 

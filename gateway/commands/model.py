@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigError, ModelError
+from gateway.shipped import shipped_models
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = shipped_models() or Path("models")
 
 
 def add_parser(sub: Any) -> None:
