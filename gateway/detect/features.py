@@ -15,7 +15,6 @@ trained with and its parameters. Pure numpy, no I/O.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["FEATURE_SETS", "FeatureSet", "compute", "is_dark", "sun_times"]
+from gateway.solar import sun_times
+
+__all__ = ["FEATURE_SETS", "FeatureSet", "compute", "is_dark", "sun_times"]  # sun_times: re-export
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -82,39 +83,6 @@ def _trailing_run(mask: npt.NDArray[np.bool_]) -> F64:
 
 
 # --------------------------------------------------------------------------- solar geometry
-def sun_times(t: float, lat: float, lon: float) -> tuple[float, float]:
-    """Sunrise and sunset (epoch s) of the UTC day containing ``t`` (NOAA approximation)."""
-    day0 = (t // DAY) * DAY
-    gamma = 2.0 * math.pi / 365.0 * (((day0 + DAY / 2) / DAY) % 365.2425 % 365.0)
-    eqtime = 229.18 * (
-        0.000075
-        + 0.001868 * math.cos(gamma)
-        - 0.032077 * math.sin(gamma)
-        - 0.014615 * math.cos(2 * gamma)
-        - 0.040849 * math.sin(2 * gamma)
-    )
-    decl = (
-        0.006918
-        - 0.399912 * math.cos(gamma)
-        + 0.070257 * math.sin(gamma)
-        - 0.006758 * math.cos(2 * gamma)
-        + 0.000907 * math.sin(2 * gamma)
-        - 0.002697 * math.cos(3 * gamma)
-        + 0.00148 * math.sin(3 * gamma)
-    )
-    phi = math.radians(lat)
-    cos_ha = math.cos(math.radians(90.833)) / (math.cos(phi) * math.cos(decl)) - math.tan(
-        phi
-    ) * math.tan(decl)
-    noon = 720.0 - 4.0 * lon - eqtime
-    if cos_ha <= -1.0:
-        return day0, day0 + DAY
-    if cos_ha >= 1.0:
-        return day0 + noon * 60.0, day0 + noon * 60.0
-    ha = math.degrees(math.acos(cos_ha))
-    return day0 + (noon - 4.0 * ha) * 60.0, day0 + (noon + 4.0 * ha) * 60.0
-
-
 def is_dark(times: F64, lat: float, lon: float, twilight_s: float = 600.0) -> F64:
     """1.0 where a dusk-to-dawn controller at (lat, lon) would have the lamp on, else 0.0."""
     out = np.ones(times.shape)

@@ -30,6 +30,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.solar import sun_times
+
 __all__ = [
     "COUNTER_FAULTS",
     "COUNTER_QUANTITIES",
@@ -384,42 +386,6 @@ def _per_quantity(value: float | dict[str, float] | None, qs: tuple[str, ...]) -
 
 
 # --------------------------------------------------------------------------- streetlight
-def sun_times(t: float, lat: float, lon: float) -> tuple[float, float]:
-    """Sunrise and sunset (epoch seconds) of the UTC day containing ``t`` (NOAA approximation).
-
-    In polar day both are the day's bounds; in polar night both are its noon.
-    """
-    day0 = (t // DAY) * DAY
-    gamma = 2.0 * math.pi / 365.0 * (_day_of_year(day0 + DAY / 2) % 365.0)
-    eqtime = 229.18 * (
-        0.000075
-        + 0.001868 * math.cos(gamma)
-        - 0.032077 * math.sin(gamma)
-        - 0.014615 * math.cos(2 * gamma)
-        - 0.040849 * math.sin(2 * gamma)
-    )
-    decl = (
-        0.006918
-        - 0.399912 * math.cos(gamma)
-        + 0.070257 * math.sin(gamma)
-        - 0.006758 * math.cos(2 * gamma)
-        + 0.000907 * math.sin(2 * gamma)
-        - 0.002697 * math.cos(3 * gamma)
-        + 0.00148 * math.sin(3 * gamma)
-    )
-    phi = math.radians(lat)
-    cos_ha = math.cos(math.radians(90.833)) / (math.cos(phi) * math.cos(decl)) - math.tan(
-        phi
-    ) * math.tan(decl)
-    noon = 720.0 - 4.0 * lon - eqtime
-    if cos_ha <= -1.0:
-        return day0, day0 + DAY
-    if cos_ha >= 1.0:
-        return day0 + noon * 60.0, day0 + noon * 60.0
-    ha = math.degrees(math.acos(cos_ha))
-    return day0 + (noon - 4.0 * ha) * 60.0, day0 + (noon + 4.0 * ha) * 60.0
-
-
 class StreetlightSim(_Faulty):
     """An LED streetlight with a dusk-to-dawn controller and a night dimming schedule.
 

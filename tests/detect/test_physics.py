@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.detect.features import sun_times as runtime_sun_times
 from hil_tests.emulators.physics import (
     CounterSim,
     FaultLabel,
@@ -85,7 +84,6 @@ def test_sun_times_match_the_almanac_for_amsterdam() -> None:
     rise, sset = sun_times(t, 52.37, 4.90)
     assert abs(rise - datetime(2026, 6, 21, 3, 18, tzinfo=UTC).timestamp()) < 6 * 60
     assert abs(sset - datetime(2026, 6, 21, 20, 6, tzinfo=UTC).timestamp()) < 6 * 60
-    assert runtime_sun_times(t, 52.37, 4.90) == pytest.approx((rise, sset))
 
 
 def test_streetlight_dusk_to_dawn_dimming_and_power() -> None:
