@@ -226,11 +226,18 @@ class Consumer:
     duplicates included; ``births`` keeps the status documents (the reported drop counters).
     """
 
-    def __init__(self, port: int, identifier: str = "ledger-consumer", base: str = BASE) -> None:
+    def __init__(
+        self,
+        port: int,
+        identifier: str = "ledger-consumer",
+        base: str = BASE,
+        key: Callable[[list[Any]], Any] = lambda row: int(row[3]),
+    ) -> None:
         self.port = port
         self.base = base
+        self.key = key  # a reading row -> its unique id within its asset (default: the value)
         self.identifier = identifier
-        self.rows: dict[tuple[str, int], tuple[str, int]] = {}  # (session, seq) -> (asset, id)
+        self.rows: dict[tuple[str, int], tuple[str, Any]] = {}  # (session, seq) -> (asset, id)
         self.copies = 0
         self.messages = 0
         self.conflicts = 0  # the same seq with different content: must stay 0
@@ -283,7 +290,7 @@ class Consumer:
             for row in rows:
                 self.copies += 1
                 self.received_at.append((row[0], row[6]))
-                entry = (row[1], int(row[3]))
+                entry = (row[1], self.key(row))
                 if self.rows.setdefault((session, row[0]), entry) != entry:
                     self.conflicts += 1
         elif kind == "birth":
@@ -297,7 +304,7 @@ class Consumer:
         elif kind == "death":
             self.deaths.append(doc)
 
-    def ids_of(self, asset: str) -> set[int]:
+    def ids_of(self, asset: str) -> set[Any]:
         return {uid for a, uid in self.rows.values() if a == asset}
 
     def seq_books(self) -> tuple[int, int]:
@@ -519,7 +526,11 @@ async def drained(
     dropped = status["buffer"]["dropped"]["total"]
 
     def complete() -> bool:
-        last = all(d.emitted in consumer.ids_of(d.name) for d in devices if d.emitted)
+        last = all(
+            d.emitted in consumer.ids_of(d.name)
+            for d in devices
+            if isinstance(d, LedgerDevice) and d.emitted
+        )
         return last and consumer.seq_books()[1] <= dropped
 
     with suppress(TimeoutError):  # if it never completes, the books show what is missing
