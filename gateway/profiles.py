@@ -70,6 +70,13 @@ class Profile:
     file: str = ""
     description: str = ""
 
+    def require_transport(self, transport: str, scheme: str) -> None:
+        """Refuse a profile written for another transport than the source's."""
+        if self.transport != transport:
+            raise ConfigError(
+                self.file, "transport", f"'{transport}' for a {scheme}: source", self.transport
+            )
+
 
 def list_profiles() -> list[str]:
     """Names of the shipped profiles."""

@@ -162,8 +162,7 @@ class BleAdvSource:
             raise ConfigError(spec.raw, "source", "ble-adv:counter-NNNN", spec.target) from e
         self.device = bp.device_id(self.node_id)
         self.profile: Profile = ctx.profile or load_profile(DEFAULT_PROFILE)
-        if self.profile.transport != "ble-adv":
-            raise ConfigError(self.profile.file, "transport", "'ble-adv'", self.profile.transport)
+        self.profile.require_transport("ble-adv", "ble-adv")
         company = self.profile.settings.get("company_id", bp.COMPANY_ID)
         if isinstance(company, bool) or not isinstance(company, int) or not 0 <= company <= 0xFFFF:
             raise ConfigError(self.profile.file, "company_id", "an integer 0..65535", company)

@@ -76,8 +76,7 @@ class BleGattSource:
             spec.param("gatt_timeout", "2s") or "2s", key="gatt_timeout"
         )
         self.profile: Profile = ctx.profile or load_profile(DEFAULT_PROFILE)
-        if self.profile.transport != "ble-gatt":
-            raise ConfigError(self.profile.file, "transport", "'ble-gatt'", self.profile.transport)
+        self.profile.require_transport("ble-gatt", "ble")
         self.chars = {
             name: _Char(q, self.profile.file) for name, q in self.profile.quantities.items()
         }

@@ -260,10 +260,7 @@ class ModbusSource:
     """One sonde on one serial line, polled at the profile's period."""
 
     def __init__(self, spec: SourceSpec, ctx: SourceContext, profile: Profile) -> None:
-        if profile.transport != "modbus":
-            raise ConfigError(
-                profile.file, "transport", "'modbus' for a modbus: source", profile.transport
-            )
+        profile.require_transport("modbus", "modbus")
         self.ctx = ctx
         self.profile = profile
         self.line = LineSettings.resolve(spec, profile)

@@ -103,10 +103,7 @@ class SerialSource:
     """One serial port with one (or several, addressed by node id) twinedge nodes."""
 
     def __init__(self, spec: SourceSpec, ctx: SourceContext, profile: Profile) -> None:
-        if profile.transport != "serial":
-            raise ConfigError(
-                profile.file, "transport", "'serial' for a serial: source", profile.transport
-            )
+        profile.require_transport("serial", "serial")
         self.ctx = ctx
         self.profile = profile
         self.port = spec.target
