@@ -29,6 +29,7 @@ COMMANDS = (
     "feed",
     "bench",
     "keys",
+    "rehearse",
 )
 
 
