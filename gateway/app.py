@@ -46,6 +46,7 @@ __all__ = ["Gateway"]
 
 log = logging.getLogger("twinedge.gateway")
 INGEST_BATCH = 1024
+MODEL_STATS_EVERY = 60.0  # seconds between refreshes of the model statistics in the twins
 
 
 class Gateway:
@@ -85,6 +86,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._device_tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
+        self._models_due = 0.0  # monotonic time of the next model statistics refresh
 
     @staticmethod
     def _new_twin(a: AssetConfig) -> Twin:
@@ -145,6 +147,7 @@ class Gateway:
             report=self._publish_applied,
         )
         self.detector = self._load_detector()
+        self._refresh_models(asyncio.get_running_loop().time())  # births carry the model too
         table = self.site.projection
         projection = project(str(table.get("kind", "native")), self.site.site, table,
                              str(self.site.file))  # fmt: skip
@@ -354,9 +357,22 @@ class Gateway:
             await asyncio.sleep(self.site.delta_interval)
             await self._flush()
 
+    def _refresh_models(self, mono: float) -> None:
+        """Every minute, each twin shows its model's recent score distribution (drift)."""
+        if self.detector is None or mono < self._models_due:
+            return
+        self._models_due = mono + MODEL_STATS_EVERY
+        stats = self.detector.stats()
+        for twin in self.twins.values():
+            model = stats.get(twin.category)
+            if model is not None:
+                keys = ("model", "mode", "threshold", "rows_scored", "rows_flagged", "scores")
+                twin.set_model({k: model.get(k) for k in keys})
+
     async def _flush(self) -> None:
         """Liveness, counters and drops into the twins; one delta per changed twin."""
         mono = asyncio.get_running_loop().time()
+        self._refresh_models(mono)
         changed: dict[str, tuple[int, Mapping[str, Any]]] = {}
         for asset_id, twin in self.twins.items():
             if twin.check_liveness(mono):

@@ -141,7 +141,7 @@ class Downlink:
         detector = self.detector()
         if detector is None:
             return ["mode: no anomaly models are loaded"]
-        category = twin.snapshot()["category"]
+        category = twin.category
         try:
             detector.set_mode(category, mode)
         except ModelError as e:

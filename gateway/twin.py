@@ -48,6 +48,15 @@ def _merge_into_patch(patch: dict[str, Any], path: tuple[str, ...], value: Any) 
     node[path[-1]] = value
 
 
+def _without_none(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` without null values at any depth (a null would delete in a merge patch)."""
+    return {
+        k: _without_none(v) if isinstance(v, Mapping) else v
+        for k, v in doc.items()
+        if v is not None
+    }
+
+
 class Twin:
     """The digital twin object of one asset."""
 
@@ -158,7 +167,15 @@ class Twin:
     def set_config(self, key: str, value: Any) -> None:
         self._set(("config", key), value)
 
+    def set_model(self, info: Mapping[str, Any]) -> None:
+        """The anomaly model scoring this asset and its recent score distribution."""
+        self._set(("model",), _without_none(info))
+
     # -- views ---------------------------------------------------------------------------------
+
+    @property
+    def category(self) -> str:
+        return str(self._state["category"])
 
     @property
     def online(self) -> bool:

@@ -95,6 +95,9 @@ async def test_birth_deltas_readings_death(
     assert {row[1] for row in rows} == {"wq-1", "light-1"}
     assert {row[4] for row in rows if row[2] == "temperature"} == {"CEL"}
     assert all(r.doc["session"] == session and r.doc["key"] for r in got)
+    # the model scoring each asset, with its recent score distribution, is in the twin
+    model = twins[0].doc["twin"].get("model") or {}
+    assert model.get("model", "").split("@")[0] in ("water-quality", "streetlight")
     death = kinds(got, "death")[-1]
     assert death.doc["reason"] == "stopped" and death.topic == f"{BASE}/status"
 

@@ -88,3 +88,16 @@ def test_merge_patch_rfc7396() -> None:
     target = {"a": 1, "b": {"c": 2, "d": 3}}
     merge_patch(target, {"a": None, "b": {"c": None, "e": [1]}, "f": "x"})
     assert target == {"b": {"d": 3, "e": [1]}, "f": "x"}
+
+
+def test_model_statistics_in_the_twin_without_nulls() -> None:
+    twin = make()
+    upstream = twin.snapshot()
+    twin.set_model({"model": "water-quality@1.0.0", "mode": "active",
+                    "scores": {"n": 0, "p50": None, "p95": None}})  # fmt: skip
+    _rev, patch = twin.take_delta() or (0, {})
+    merge_patch(upstream, patch)
+    assert upstream == twin.snapshot()  # a null would have deleted on the consumer's side
+    assert upstream["model"] == {"model": "water-quality@1.0.0", "mode": "active",
+                                 "scores": {"n": 0}}  # fmt: skip
+    assert twin.category == "water-quality"
