@@ -85,11 +85,11 @@ def _describe(scenario: Scenario | None, recording: list[Series] | None,
 def _side_dict(r: SideResult, series: list[Series]) -> dict[str, Any]:
     labelled = any(s.labels for s in series)
     by_asset = {s.asset: s for s in series}
-    scored = [t for t in r.traces.values() if t.threshold is not None]
+    traces = list(r.traces.values())  # a fault on an asset no model scores is a missed fault
     assets = {t.asset: _asset_dict(t, by_asset[t.asset], labelled) for t in r.traces.values()}
     return {
         "source": r.source,
-        "detection": _metrics(scored, by_asset) if labelled else None,
+        "detection": _metrics(traces, by_asset) if labelled else None,
         "alerts": sum(t.alerts for t in r.traces.values()),
         "shadow_alerts": sum(t.shadow_alerts for t in r.traces.values()),
         "readings": r.readings, "published_bytes": r.published_bytes, "messages": r.messages,
@@ -107,7 +107,7 @@ def _asset_dict(t: AssetTrace, s: Series, labelled: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"category": t.category, "threshold": t.threshold,
                            "alerts": t.alerts, "shadow_alerts": t.shadow_alerts,
                            "samples": len(t.times), "flagged": int(t.flagged.sum())}  # fmt: skip
-    if labelled and t.threshold is not None:
+    if labelled:
         out["detection"] = _metrics([t], {s.asset: s})
     return out
 

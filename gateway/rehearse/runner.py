@@ -4,7 +4,8 @@ Readings are replayed in time order, in batches of ``batch`` seconds of sample t
 gateway scores what arrived together), through :meth:`Detector.score`; every batch is encoded
 with :func:`gateway.outbox.encode_rows` to count the bytes the feed would carry. During a broker
 outage nothing is published: the batches wait as backlog and go out as backfill when it ends.
-A sample (one asset at one time) counts as flagged when its score reaches the asset's threshold;
+A sample (one asset at one time) counts as flagged when its score reaches the asset's threshold
+and the model is active (a shadow model's would-be alerts are counted apart);
 precision, recall, F1 and detection delay against the labels come from the models' own
 evaluation code (:func:`gateway.detect.training.metrics`).
 """
@@ -39,10 +40,12 @@ class AssetTrace:
     alerts: int = 0
     shadow_alerts: int = 0
     alert_times: list[float] = field(default_factory=list)
+    active: bool = True  # the model is in active mode (shadow flags nothing)
 
     @property
     def flagged(self) -> npt.NDArray[np.bool_]:
-        if self.threshold is None:
+        """Samples this side would have marked suspect (none in shadow mode)."""
+        if self.threshold is None or not self.active:
             return np.zeros(len(self.times), dtype=bool)
         return np.nan_to_num(self.scores, nan=-1.0) >= self.threshold
 
@@ -124,10 +127,12 @@ def run_side(side: Side, inputs: list[Series], outages: list[tuple[float, float]
     assets = {s.asset: s.category for s in inputs}
     det = side.detector(assets)
     result = SideResult(side.name, side.source, {})
+    modes = {c: m["mode"] for c, m in det.stats().items()}
     for s in inputs:
-        result.traces[s.asset] = AssetTrace(s.asset, s.category,
-                                            side.threshold(det, s.asset, s.category), s.times,
-                                            np.full(len(s.times), np.nan))  # fmt: skip
+        thr = side.threshold(det, s.asset, s.category)
+        result.traces[s.asset] = AssetTrace(s.asset, s.category, thr, s.times,
+                                            np.full(len(s.times), np.nan),
+                                            active=modes.get(s.category) == "active")  # fmt: skip
     feed = _Feed(result, outages)
     start = min((float(s.times[0]) for s in inputs if len(s.times)), default=0.0)
     end = max((float(s.times[-1]) for s in inputs if len(s.times)), default=0.0)

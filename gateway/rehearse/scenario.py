@@ -39,13 +39,26 @@ CATEGORY_QUANTITIES: dict[str, tuple[str, ...]] = {
 }
 #: scripted situation -> (category, physics fault kind, default parameters)
 SCRIPTED: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "heatwave": ("water-quality", "drift", {"rate": {"temperature": 0.45,
-                                                      "dissolved_oxygen": -0.35}}),
+    "heatwave": ("water-quality", "drift", {
+        "quantities": ["temperature", "dissolved_oxygen"],
+        "rate": {"temperature": 0.45, "dissolved_oxygen": -0.35},
+    }),
     "sewage_overflow": ("water-quality", "pollution", {"severity": 1.0}),
     "festival_crowd": ("pedestrian-counter", "burst", {"factor": 4.0, "extra": 2.0}),
     "circuit_failure": ("streetlight", "lamp_failed", {"reported": False}),
 }  # fmt: skip
 OUTAGE = "broker_outage"
+#: the parameters each physics fault kind takes (see hil_tests/emulators/physics.py)
+FAULT_PARAMS: dict[str, frozenset[str]] = {
+    "drift": frozenset({"rate", "quantity", "quantities"}),
+    "spike": frozenset({"magnitude", "quantity", "quantities"}),
+    "stuck": frozenset({"quantity", "quantities"}),
+    "pollution": frozenset({"severity"}),
+    "day_burning": frozenset(), "lamp_failed": frozenset({"reported"}),
+    "cycling": frozenset({"period"}), "power_mismatch": frozenset({"factor"}),
+    "stuck_zero": frozenset(), "burst": frozenset({"factor", "extra"}),
+    "direction_failure": frozenset({"direction"}), "clock_shift": frozenset({"hours"}),
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +272,10 @@ def _mapping(t: _T, kind: str, categories: set[str]) -> tuple[str, str, dict[str
 def _check_params(t: _T, category: str, fault: str, params: dict[str, Any], start: float,
                   length: float) -> None:  # fmt: skip
     """Inject into a throw-away simulator so a bad parameter fails here, not mid-run."""
+    unknown = sorted(set(params) - FAULT_PARAMS[fault])
+    if unknown:
+        known = ", ".join(sorted(FAULT_PARAMS[fault])) or "none"
+        raise t.fail(f"params.{unknown[0]}", f"a parameter of a {fault} fault ({known})")
     try:
         make_sim(category, 0, start, (4.9, 52.37), 1.0).inject(fault, start, length,
                                                                **dict(params))  # fmt: skip
