@@ -47,6 +47,11 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="exit 1 if a device is stale, the uplink is down or readings were dropped",
     )
+    status.add_argument(
+        "--drain",
+        action="store_true",
+        help="follow the buffer's backlog with a progress bar until all of it is sent",
+    )
     status.set_defaults(func=run_status)
 
     tail = sub.add_parser(
@@ -159,6 +164,10 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    if args.drain:
+        from rich.console import Console
+
+        return asyncio.run(follow_drain(args.url, args.token, Console(stderr=True)))
     snap = asyncio.run(_fetch_status_waiting(args.url, args.token, args.wait))
     if args.json:
         json.dump(snap, sys.stdout, indent=2, ensure_ascii=False)
@@ -173,6 +182,38 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"twinedge: check: {problem}", file=sys.stderr)
         return 1 if found else 0
     return 0
+
+
+async def follow_drain(url: str, token: str | None, console: Any, every: float = 0.5) -> int:
+    """A progress bar of the backlog being sent (after an outage) until the buffer is empty.
+
+    Readings that arrive meanwhile extend the total, so the bar counts what was sent since the
+    start against what is still buffered.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    snap = await _fetch_status(url, token)
+    sent0 = int(_section(snap, "uplink").get("published_rows") or 0)
+    columns = (
+        TextColumn("backlog"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} sent, {task.fields[left]:,} buffered"),
+        TextColumn("{task.fields[note]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("drain", total=None, left=0, note="")
+        t0 = time.monotonic()
+        while True:
+            uplink, left = _section(snap, "uplink"), int(_section(snap, "buffer").get("rows", 0))
+            sent = int(uplink.get("published_rows") or 0) - sent0
+            rate = sent / max(time.monotonic() - t0, 1e-3)
+            note = f"{rate:,.0f} readings/s, uplink {uplink.get('state', '?')}"
+            bar.update(task, completed=sent, total=sent + left, left=left, note=note)
+            if left == 0:
+                return 0
+            await asyncio.sleep(every)  # the API has no drain event: poll it gently
+            snap = await _fetch_status(url, token)
 
 
 # -- rendering the status ------------------------------------------------------------------------
