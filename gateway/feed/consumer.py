@@ -145,16 +145,24 @@ class FeedClient:
         assert self._client is not None
         try:
             async for m in self._client.messages:
-                payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
-                try:
-                    msg = decode(m.topic.value, payload, self.validation)
-                except FrameError as e:
-                    self.bad += 1
-                    log.warning("feed: bad message dropped: %s", e)
-                    continue
-                await self._queue.put(msg)
+                await self._take(m)
         except aiomqtt.MqttError as e:
+            # aiomqtt ends the iteration at a disconnect even while messages that paho has
+            # already acknowledged to the broker are queued: take them, or they are lost
+            left = self._client._queue
+            while not left.empty():
+                await self._take(left.get_nowait())
             await self._queue.put(BrokerError(f"connection lost: {e}"))
+
+    async def _take(self, m: aiomqtt.Message) -> None:
+        payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+        try:
+            msg = decode(m.topic.value, payload, self.validation)
+        except FrameError as e:
+            self.bad += 1
+            log.warning("feed: bad message dropped: %s", e)
+            return
+        await self._queue.put(msg)
 
     async def _get(self) -> FeedMessage:
         item = await self._queue.get()
