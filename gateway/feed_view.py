@@ -1,52 +1,43 @@
-"""A live view of one gateway's twins, built from its MQTT feed as an upstream consumer sees it.
+"""The demo's live view of one gateway's twins, through the reference feed consumer.
 
-Used by ``twinedge demo`` for its terminal table and summary. It applies births, full twins and
-deltas (RFC 7396 merge patches, in revision order) and counts reading rows by seq.
+It runs :func:`gateway.feed.consumer.run_sink` into an SQLite file beside the demo's store, as an
+upstream platform would, and renders the materialised twins: what the terminal shows is what
+came over MQTT, deduplicated by key and seq and ordered by revision, not the gateway's memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import AsyncExitStack
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-import aiomqtt
-
 from gateway.config import BrokerConfig
+from gateway.feed.consumer import run_sink
+from gateway.feed.store import TwinStore
 from gateway.readings import UNITS
-from gateway.sync.messages import Topics
-from gateway.twin import merge_patch
 
 __all__ = ["FeedView"]
 
 
 class FeedView:
-    def __init__(self, broker: BrokerConfig, site: str, gateway: str) -> None:
-        self.broker = broker
-        self.topics = Topics(broker.topic_prefix, site, gateway)
-        self.twins: dict[str, dict[str, Any]] = {}
-        self.messages = 0
-        self.reading_seqs: set[int] = set()
-        self.duplicates = 0
-        self.revision_gaps = 0
-        self.gateway_state = "unknown"
+    def __init__(self, broker: BrokerConfig, site: str, gateway: str, db: Path) -> None:
+        self.broker, self.site, self.gateway, self.db = broker, site, gateway, db
+        self.store: TwinStore | None = None
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
-        client = aiomqtt.Client(
-            self.broker.host,
-            self.broker.port,
-            identifier=None,
-            protocol=aiomqtt.ProtocolVersion.V311
-            if self.broker.protocol == "3.1.1"
-            else aiomqtt.ProtocolVersion.V5,
-        )
-        await self._stack.enter_async_context(client)
-        await client.subscribe(f"{self.topics.base}/#", qos=1)
+        ready = asyncio.Event()
         tg = await self._stack.enter_async_context(asyncio.TaskGroup())
-        self._task = tg.create_task(self._consume(client), name="feed-view")
+        sink = run_sink(
+            self.broker.display_url, self.db, prefix=self.broker.topic_prefix,
+            validation="light", sites=[self.site], on_batch=self._seen, ready=ready,
+            protocol=self.broker.protocol, session_expiry=0,
+        )  # fmt: skip
+        self._task = tg.create_task(sink, name="feed-view")
+        async with asyncio.timeout(15):
+            await ready.wait()  # subscribed before the gateway publishes its birth
         return self
 
     async def __aexit__(
@@ -55,70 +46,50 @@ class FeedView:
         self._task.cancel()
         await self._stack.aclose()
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            if not isinstance(message.payload, bytes):
-                continue
-            try:
-                doc = json.loads(message.payload)
-            except ValueError:
-                continue
-            self.messages += 1
-            self.apply(doc)
+    def _seen(self, store: TwinStore) -> None:
+        self.store = store
 
-    def apply(self, doc: dict[str, Any]) -> None:
-        kind = doc.get("kind")
-        if kind == "twin":
-            self.twins[doc["asset"]] = doc["twin"]
-        elif kind == "delta":
-            twin = self.twins.get(doc["asset"])
-            if twin is None or doc["revision"] <= twin.get("revision", 0):
-                return
-            if doc["revision"] != twin.get("revision", 0) + 1:
-                self.revision_gaps += 1
-            merge_patch(twin, doc["patch"])
-        elif kind == "readings":
-            for row in doc["rows"]:
-                if row[0] in self.reading_seqs:
-                    self.duplicates += 1
-                self.reading_seqs.add(row[0])
-        elif kind in ("birth", "death"):
-            self.gateway_state = "online" if kind == "birth" else f"offline ({doc.get('reason')})"
+    @property
+    def twins(self) -> dict[str, tuple[int, dict[str, Any]]]:
+        if self.store is None:
+            return {}
+        return {a: (rev, t) for gw, a, rev, t in self.store.twins() if gw == self.gateway}
 
     def summary(self) -> dict[str, Any]:
+        counters = self.store.counters.as_dict() if self.store else {}
         return {
-            "messages": self.messages,
-            "readings_received": len(self.reading_seqs),
-            "duplicates": self.duplicates,
-            "revision_gaps": self.revision_gaps,
-            "twins": {a: t.get("revision") for a, t in sorted(self.twins.items())},
+            "messages": counters.get("messages", 0),
+            "readings_received": counters.get("readings", 0),
+            "duplicates": counters.get("duplicate_rows", 0),
+            "revision_gaps": counters.get("gaps", 0),
+            "twins": {a: rev for a, (rev, _t) in sorted(self.twins.items())},
         }
 
     def table(self) -> Any:
         from rich.table import Table
 
-        t = Table(
-            title=f"twinedge demo — {self.topics.base} ({self.gateway_state}) — "
-            f"{len(self.reading_seqs)} readings received upstream"
-        )
+        online = self.store.gateway_online(self.gateway) if self.store else None
+        state = {None: "waiting for its birth", True: "online", False: "offline"}[online]
+        received = self.summary()["readings_received"]
+        t = Table(title=f"twinedge demo — {self.broker.topic_prefix}/{self.site}/{self.gateway} "
+                  f"({state}) — {received} readings received upstream")  # fmt: skip
         for col in ("asset", "kind", "online", "rev", "state"):
             t.add_column(col)
-        for asset, twin in sorted(self.twins.items()):
-            online = twin.get("liveness", {}).get("online")
-            values = []
-            for q, s in twin.get("state", {}).items():
-                quality = s.get("quality")
-                mark = "" if quality == "good" else f" [yellow]({quality})[/yellow]"
-                sym = UNITS.get(s.get("unit", ""), "")
-                sep = " " if sym[:1].isalpha() and len(sym) > 2 else ""
-                value = s.get("value")
-                shown = "–" if value is None else f"{value:.4g}"
-                values.append(f"{q}={shown}{sep}{sym}{mark}")
-            t.add_row(
-                asset,
-                twin.get("category", ""),
-                "yes" if online else "[red]stale[/red]",
-                str(twin.get("revision")),
-                "  ".join(values),
-            )
+        for asset, (rev, twin) in sorted(self.twins.items()):
+            live = twin.get("liveness", {}).get("online")
+            t.add_row(asset, twin.get("category", ""), "yes" if live else "[red]stale[/red]",
+                      str(rev), "  ".join(_values(twin)))  # fmt: skip
         return t
+
+
+def _values(twin: dict[str, Any]) -> list[str]:
+    out = []
+    for q, s in twin.get("state", {}).items():
+        quality = s.get("quality")
+        mark = "" if quality == "good" else f" [yellow]({quality})[/yellow]"
+        sym = UNITS.get(s.get("unit", ""), "")
+        sep = " " if sym[:1].isalpha() and len(sym) > 2 else ""
+        value = s.get("value")
+        shown = "–" if value is None else f"{value:.4g}"
+        out.append(f"{q}={shown}{sep}{sym}{mark}")
+    return out

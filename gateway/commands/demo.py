@@ -235,7 +235,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             host, _, port = args.api.rpartition(":")
             api = (host or "127.0.0.1", int(port))
         assert site.broker is not None
-        view = await stack.enter_async_context(FeedView(site.broker, site.site, site.gateway_id))
+        view = await stack.enter_async_context(
+            FeedView(site.broker, site.site, site.gateway_id, workdir / "feed.db")
+        )
         gw = await stack.enter_async_context(Gateway(site, api_listen=api, options=options))
         if gw.api_url:
             print(f"status page: {gw.api_url}", file=sys.stderr, flush=True)

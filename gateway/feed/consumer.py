@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -98,8 +98,10 @@ class FeedClient:
         max_batch: int = 5_000,
         linger: float = 0.02,
         session_expiry: int = 0,
+        protocol: str = "5",
     ) -> None:
         self.broker = url if isinstance(url, Broker) else Broker.parse(url)
+        self.protocol = protocol  # "5", or "3.1.1" for brokers that speak only that
         self.filters = filters
         self.validation = validation
         self.client_id = client_id or f"twinedge-feed-{uuid.uuid4().hex[:8]}"
@@ -117,13 +119,11 @@ class FeedClient:
             self.broker.host,
             self.broker.port,
             identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
             username=self.broker.username,
             password=self.broker.password(),
             tls_params=self.broker.tls_params(),
             max_queued_incoming_messages=0,
-            clean_start=self.session_expiry <= 0,
-            properties=_session_expiry(self.session_expiry) if self.session_expiry > 0 else None,
+            **self._session_args(),
         )
         try:
             self._client = await self._stack.enter_async_context(client)
@@ -135,6 +135,17 @@ class FeedClient:
         reader = asyncio.create_task(self._read(), name="feed-reader")
         self._stack.push_async_callback(_cancel, reader)
         return self
+
+    def _session_args(self) -> dict[str, Any]:
+        """A session the broker keeps while we are away when ``session_expiry`` > 0."""
+        keep = self.session_expiry > 0
+        if self.protocol == "3.1.1":
+            return {"protocol": aiomqtt.ProtocolVersion.V311, "clean_session": not keep}
+        return {
+            "protocol": aiomqtt.ProtocolVersion.V5,
+            "clean_start": not keep,
+            "properties": _session_expiry(self.session_expiry) if keep else None,
+        }
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -249,6 +260,7 @@ async def run_sink(
     sites: Sequence[str] = (),
     session_expiry: int = 3600,
     backoff_max: float = 30.0,
+    protocol: str = "5",
 ) -> None:
     """Materialise the feed into ``db`` until cancelled, reconnecting with backoff.
 
@@ -274,6 +286,7 @@ async def run_sink(
                     validation=validation,
                     client_id=client_id,
                     session_expiry=session_expiry,
+                    protocol=protocol,
                 ) as feed:
                     delay = 0.5
                     log.info("feed sink: subscribed to %s", ", ".join(filters))

@@ -199,6 +199,14 @@ class TwinStore:
         t = self._twins.get((gateway, asset))
         return (t.revision, t.twin) if t and t.revision >= 0 else None
 
+    def gateway_online(self, gateway: str) -> bool | None:
+        """Whether the gateway's last status was a birth (True) or a death (False); None if
+        no status of it was seen."""
+        assert self._db is not None
+        row = self._db.execute("SELECT online FROM gateways WHERE gateway = ?", (gateway,))
+        found = row.fetchone()
+        return None if found is None else bool(found[0])
+
     def twins(self) -> Iterator[tuple[str, str, int, dict[str, Any]]]:
         """Every materialised twin (not the assets still waiting for their first full twin)."""
         for (gw, asset), t in self._twins.items():
