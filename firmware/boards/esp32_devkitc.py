@@ -31,4 +31,4 @@ POWER_METER = {"v_pin": 39, "i_pin": 35, "v_scale": 100.0, "i_scale": 1.0}
 # pedestrian counter: two break beams 15 cm apart, active low with pull-ups
 BEAM_A = 18
 BEAM_B = 19
-BATTERY = {"pin": 34, "scale": 60.6, "offset": -154.5}  # 2:1 divider, Li-ion 3.0-4.2 V -> %
+BATTERY = {"pin": 34, "scale": 166.7, "offset": -250.0}  # 2:1 divider, Li-ion 3.0-4.2 V -> %

@@ -25,4 +25,4 @@ POWER_METER = {"v_pin": 27, "i_pin": 28, "v_scale": 100.0, "i_scale": 1.0}
 
 BEAM_A = 10
 BEAM_B = 11
-BATTERY = {"pin": 26, "scale": 60.6, "offset": -154.5}
+BATTERY = {"pin": 26, "scale": 166.7, "offset": -250.0}  # 2:1 divider, Li-ion 3.0-4.2 V -> %
