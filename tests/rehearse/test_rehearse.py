@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +124,25 @@ def test_cli_json_and_self_contained_html(
     assert page.count("<svg") == 4 and "<polyline" in page
     assert "<script" not in page and "href=" not in page and "src=" not in page
     assert page.count("fill='#1f77b4'") >= 3  # current's flag strips under the failed lights
+
+
+def test_bundle_candidate_must_be_signed_when_the_site_trusts_keys(tmp_path: Path) -> None:
+    from gateway.security import load_private_key, new_key_pair, sign_bundle
+
+    private, public = new_key_pair()
+    (tmp_path / "ops.key").write_bytes(private)
+    (tmp_path / "ops.pub").write_bytes(public)
+    site = write_site(tmp_path / "site.toml", detect='[security]\ntrusted_keys = ["ops.pub"]')
+    current = load_side(site, "current")
+    bundle = tmp_path / "water-quality"
+    bundle.mkdir()
+    for name in ("manifest.json", "model.onnx"):
+        shutil.copy(MODELS / "water-quality" / name, bundle / name)
+    with pytest.raises(ConfigError) as e:
+        load_candidate(bundle, current)
+    assert (e.value.file, e.value.key) == (str(bundle), "signature.json")
+    sign_bundle(bundle, load_private_key(tmp_path / "ops.key"), time.time() + 3600)
+    candidate = load_candidate(bundle, current)
+    assert candidate.bundles == (bundle,)
+    doc = rehearse(current, candidate, scenario=load_scenario(SCENARIOS / "sewage-overflow.toml"))
+    assert doc.as_dict()["differences"]["alerts"] == 0  # the same model, signed
