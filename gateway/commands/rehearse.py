@@ -78,4 +78,4 @@ def save_recording(series: list[Any], path: Path) -> int:
             unit = s.units[q]
             pairs = zip(s.times.tolist(), values.tolist(), strict=True)
             rec.record([Reading(s.asset, q, v, unit, t, t) for t, v in pairs])
-    return rec.export(path)
+    return rec.export(path, {s.asset: s.labels for s in series})

@@ -7,9 +7,10 @@ radio strength, no device id), so a recording of a street holds no more than the
 
 The file is gzip-compressed JSON lines: a header object ``{"format": "twinedge-recording",
 "version": 1, "assets": {id: {"category": ..., "units": {quantity: unit}}}, "dropped": {...}}``
-then one row per reading ``[asset, quantity, value, observed_at]`` in time order. A rehearsal
-reads it back with :func:`load_recording` as one :class:`~gateway.rehearse.scenario.Series` per
-asset (no labels: a recording has no ground truth).
+then one row per reading ``[asset, quantity, value, observed_at]`` in time order. The header may
+carry ``"labels": {asset: [[start, end, kind]]}`` (a scenario saved as a recording keeps its ground
+truth; a gateway's own recording has none). A rehearsal reads it back with
+:func:`load_recording` as one :class:`~gateway.rehearse.scenario.Series` per asset.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ FORMAT = "twinedge-recording"
 VERSION = 1
 COUNTS_ONLY = {"pedestrian-counter": frozenset({"count_in", "count_out"})}
 _Row = tuple[str, float, float]  # quantity, value, observed_at
+Label = tuple[float, float, str]  # start, end, kind
 
 
 class Recorder:
@@ -76,12 +78,18 @@ class Recorder:
         return {a: {"rows": len(self._rows[a]), "bytes": self._bytes[a],
                     "dropped": self.dropped[a]} for a in self.assets}  # fmt: skip
 
-    def export(self, path: str | Path) -> int:
-        """Write the recording to ``path`` (gzip JSON lines); returns the rows written."""
-        header = {
+    def export(self, path: str | Path, labels: Mapping[str, list[Label]] | None = None) -> int:
+        """Write the recording to ``path`` (gzip JSON lines); returns the rows written.
+
+        ``labels`` (asset -> [(start, end, kind)]) is ground truth to keep with the readings,
+        e.g. when a scenario is saved as a recording; a gateway's own recording has none.
+        """
+        header: dict[str, Any] = {
             "format": FORMAT, "version": VERSION, "dropped": self.dropped,
             "assets": {a: {"category": c, "units": self._units[a]} for a, c in self.assets.items()},
         }  # fmt: skip
+        if labels:
+            header["labels"] = {a: [list(x) for x in v] for a, v in labels.items() if v}
         merged = sorted(((row[2], a, row) for a, rows in self._rows.items() for row, _ in rows),
                         key=lambda x: x[0])  # fmt: skip
         with gzip.open(Path(path), "wt", encoding="utf-8", compresslevel=6) as f:
@@ -156,5 +164,8 @@ def load_recording(path: str | Path) -> list[Series]:
         times = np.array(sorted(samples), dtype=np.float64)
         values = {q: np.array([samples[t].get(q, np.nan) for t in times.tolist()])
                   for q in meta["units"]}  # fmt: skip
-        out.append(Series(asset, meta["category"], times, values, dict(meta["units"])))
+        labels = [
+            (float(a), float(b), str(k)) for a, b, k in header.get("labels", {}).get(asset, [])
+        ]
+        out.append(Series(asset, meta["category"], times, values, dict(meta["units"]), labels))
     return out

@@ -31,7 +31,7 @@ def test_round_trip_keeps_values_times_units(tmp_path: Path) -> None:
                         Quality.INVALID)])  # fmt: skip
     assert rec.export(tmp_path / "r.jsonl.gz") == 51
     series = {s.asset: s for s in load_recording(tmp_path / "r.jsonl.gz")}
-    assert series["wq"].units == {"temperature": "CEL"}
+    assert series["wq"].units == {"temperature": "CEL"} and series["wq"].labels == []
     assert np.array_equal(series["wq"].times, T0 + np.arange(50))
     assert np.allclose(series["wq"].values["temperature"], 10.0 + np.arange(50) / 100)
     assert series["lamp"].values["power"].tolist() == [41.5]  # the invalid value is not kept
@@ -87,7 +87,7 @@ def test_unknown_assets_are_ignored_and_bad_files_refused(tmp_path: Path) -> Non
 def test_scenario_saved_as_recording_rehearses_the_same(
     site: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The same readings from a recording give the same alerts and bytes as from the scenario."""
+    """The same readings (and labels) from a recording give the same figures as the scenario."""
     rec = tmp_path / "overflow.jsonl.gz"
     args = ["rehearse", "--site", str(site), "--candidate", str(site), "--json"]
     scenario = str(SCENARIOS / "sewage-overflow.toml")
@@ -95,7 +95,8 @@ def test_scenario_saved_as_recording_rehearses_the_same(
     from_scenario = json.loads(capsys.readouterr().out)["sides"]["current"]
     assert main([*args, "--recording", str(rec)]) == 0
     from_recording = json.loads(capsys.readouterr().out)["sides"]["current"]
-    assert from_recording["detection"] is None  # a recording has no labels
+    assert from_recording["detection"] == from_scenario["detection"]  # labels kept
+    assert from_recording["detection"]["events"] == 1
     for key in ("alerts", "readings", "published_bytes"):
         assert from_recording[key] == from_scenario[key], key
     assert from_scenario["readings"] == 6 * 1440 == len(load_scenario(scenario).assets) * 6 * 1440
