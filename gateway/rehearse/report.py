@@ -109,10 +109,12 @@ def html_report(r: Rehearsal) -> str:
              f"<p>{html.escape(str(doc['input'].get('description', '')))}</p>",
              _summary_html(doc), _legend()]  # fmt: skip
     current = {s.asset: s for s in r.inputs["current"]}
+    outages = [(e["start"], e["end"]) for e in doc["input"].get("events", [])
+               if e["kind"] == "broker_outage"]  # fmt: skip
     for asset, series in current.items():
         flags = {name: res.traces[asset] for name, res in r.results.items()}
         parts.append(f"<h2>{html.escape(asset)} ({html.escape(series.category)})</h2>")
-        parts.append(_plot(series, {n: (t.times, t.flagged) for n, t in flags.items()}))
+        parts.append(_plot(series, {n: (t.times, t.flagged) for n, t in flags.items()}, outages))
     return "\n".join(parts) + "\n</html>\n"
 
 
@@ -130,11 +132,13 @@ def _summary_html(doc: dict[str, Any]) -> str:
 def _legend() -> str:
     keys = "".join(f"<span class=k style='background:{c}'></span>{n} flagged"
                    for n, c in COLOURS.items())  # fmt: skip
-    return f"<p>{keys}<span class=k style='background:#f5c16c'></span>labelled fault</p>"
+    return (f"<p>{keys}<span class=k style='background:#f5c16c'></span>labelled fault"
+            "<span class=k style='background:#bbb'></span>broker outage</p>")  # fmt: skip
 
 
-def _plot(series: Series, flags: dict[str, tuple[npt.NDArray[np.float64], Any]]) -> str:
-    """An SVG line of the main quantity, label spans shaded, a flag strip per side."""
+def _plot(series: Series, flags: dict[str, tuple[npt.NDArray[np.float64], Any]],
+          outages: list[tuple[float, float]]) -> str:  # fmt: skip
+    """An SVG line of the main quantity, label spans and outages shaded, a flag strip per side."""
     w, h, strip = 960.0, 160.0, 10.0
     q = PRIMARY.get(series.category, next(iter(series.values)))
     t, v = _thin(series.times, series.values[q], 800)
@@ -144,12 +148,17 @@ def _plot(series: Series, flags: dict[str, tuple[npt.NDArray[np.float64], Any]])
     lo, hi = float(np.nanmin(v)), float(np.nanmax(v))
     span = hi - lo or 1.0
 
+    gutter = 56.0  # room for the side names left of their strips
+
     def x(tt: float) -> float:
-        return (tt - t0) / (t1 - t0) * w
+        return gutter + (tt - t0) / (t1 - t0) * (w - gutter)
 
     shapes = [f"<rect x='{x(a):.1f}' y='0' width='{max(x(b) - x(a), 1):.1f}' height='{h:.0f}' "
               f"fill='#f5c16c' opacity='.5'><title>{html.escape(k)}</title></rect>"
               for a, b, k in series.labels]  # fmt: skip
+    shapes += [f"<rect x='{x(a):.1f}' y='0' width='{max(x(b) - x(a), 1):.1f}' height='{h:.0f}' "
+               f"fill='#888' opacity='.35'><title>broker outage</title></rect>"
+               for a, b in outages]  # fmt: skip
     pts = " ".join(f"{x(a):.1f},{h - 4 - (b - lo) / span * (h - 8):.1f}"
                    for a, b in zip(t.tolist(), v.tolist(), strict=True) if b == b)  # fmt: skip
     shapes.append(f"<polyline points='{pts}' fill='none' stroke='#333' stroke-width='1'/>")
@@ -160,10 +169,11 @@ def _plot(series: Series, flags: dict[str, tuple[npt.NDArray[np.float64], Any]])
             shapes.append(f"<rect x='{x(a):.1f}' y='{y:.0f}' width='{max(x(b) - x(a), 1):.1f}' "
                           f"height='{strip:.0f}' fill='{COLOURS.get(name, '#555')}'/>")  # fmt: skip
     total = h + 6 + len(flags) * (strip + 4) + 14
-    axis = (f"<text x='0' y='{total - 2:.0f}' font-size='10'>{iso(t0)}</text>"
+    axis = (f"<text x='{gutter:.0f}' y='{total - 2:.0f}' font-size='10'>{iso(t0)}</text>"
             f"<text x='{w:.0f}' y='{total - 2:.0f}' font-size='10' text-anchor='end'>{iso(t1)}"
-            f"</text><text x='4' y='12' font-size='10'>{q} {hi:.4g}</text>"
-            f"<text x='4' y='{h - 2:.0f}' font-size='10'>{lo:.4g}</text>")  # fmt: skip
+            f"</text><text x='0' y='12' font-size='10'>{hi:.4g}</text>"
+            f"<text x='0' y='{h / 2:.0f}' font-size='10'>{q}</text>"
+            f"<text x='0' y='{h - 2:.0f}' font-size='10'>{lo:.4g}</text>")  # fmt: skip
     return (f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {w:.0f} {total:.0f}' "
             f"width='100%' role='img'>{''.join(shapes)}{axis}</svg>")  # fmt: skip
 

@@ -12,6 +12,7 @@ import pytest
 from gateway.cli import main
 from gateway.errors import ConfigError
 from gateway.rehearse import load_candidate, load_scenario, load_side, rehearse
+from gateway.rehearse.report import html_report
 from tests.rehearse.conftest import MODELS, SCENARIOS, write_site
 
 
@@ -95,6 +96,10 @@ def test_shadow_mode_raises_no_alerts_and_flags_nothing(site: Path, tmp_path: Pa
 
 def test_broker_outage_backlog_and_longer_period(site: Path, tmp_path: Path) -> None:
     slower = write_site(tmp_path / "slow.toml", asset_extra='period = "5m"')
+    current = load_side(site, "current")
+    festival = load_scenario(SCENARIOS / "festival-crowd.toml")
+    html = html_report(rehearse(current, load_candidate(slower, current), scenario=festival))
+    assert html.count("<title>broker outage</title>") == 2  # shaded on both counters' plots
     sides = _run(site, slower, "festival-crowd.toml")
     cur, cand = sides["current"], sides["candidate"]
     # two counters, four quantities each, one sample a minute for the 30 min outage
