@@ -8,6 +8,7 @@ labelled faults shaded and, under it, one strip per side marking where that side
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -163,11 +164,7 @@ def _plot(series: Series, flags: dict[str, tuple[npt.NDArray[np.float64], Any]],
                    for a, b in zip(t.tolist(), v.tolist(), strict=True) if b == b)  # fmt: skip
     shapes.append(f"<polyline points='{pts}' fill='none' stroke='#333' stroke-width='1'/>")
     for i, (name, (times, flagged)) in enumerate(flags.items()):
-        y = h + 6 + i * (strip + 4)
-        shapes.append(f"<text x='0' y='{y + strip - 1:.0f}' font-size='9'>{name}</text>")
-        for a, b in _runs(times, flagged):
-            shapes.append(f"<rect x='{x(a):.1f}' y='{y:.0f}' width='{max(x(b) - x(a), 1):.1f}' "
-                          f"height='{strip:.0f}' fill='{COLOURS.get(name, '#555')}'/>")  # fmt: skip
+        shapes += _strip(name, _runs(times, flagged), h + 6 + i * (strip + 4), strip, x)
     total = h + 6 + len(flags) * (strip + 4) + 14
     axis = (f"<text x='{gutter:.0f}' y='{total - 2:.0f}' font-size='10'>{iso(t0)}</text>"
             f"<text x='{w:.0f}' y='{total - 2:.0f}' font-size='10' text-anchor='end'>{iso(t1)}"
@@ -176,6 +173,16 @@ def _plot(series: Series, flags: dict[str, tuple[npt.NDArray[np.float64], Any]],
             f"<text x='0' y='{h - 2:.0f}' font-size='10'>{lo:.4g}</text>")  # fmt: skip
     return (f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {w:.0f} {total:.0f}' "
             f"width='100%' role='img'>{''.join(shapes)}{axis}</svg>")  # fmt: skip
+
+
+def _strip(name: str, runs: list[tuple[float, float]], y: float, height: float,
+           x: Callable[[float], float]) -> list[str]:  # fmt: skip
+    """One side's flag strip: its name, then a bar over each flagged stretch."""
+    out = [f"<text x='0' y='{y + height - 1:.0f}' font-size='9'>{name}</text>"]
+    colour = COLOURS.get(name, "#555")
+    out += [f"<rect x='{x(a):.1f}' y='{y:.0f}' width='{max(x(b) - x(a), 1):.1f}' "
+            f"height='{height:.0f}' fill='{colour}'/>" for a, b in runs]  # fmt: skip
+    return out
 
 
 def _thin(t: npt.NDArray[np.float64], v: npt.NDArray[np.float64],
