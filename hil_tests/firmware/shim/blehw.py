@@ -1,0 +1,65 @@
+"""The HIL board for BLE apps and the ``machine`` module as such an app sees it.
+
+``board`` holds the counter carrier's pins; ``machine`` is the machine shim with interrupt-capable
+pins. The test drives pin levels over the radio bridge (``{"op": "pin", "pin": 18, "value": 0}``,
+handled by ``on_message``): an edge matching the pin's ``irq`` trigger calls the app's handler, as
+a board's interrupt would. Compiled to .mpy by the harness (a board has these in firmware).
+"""
+
+import machine as _machine
+
+PINS = {}  # pin id -> Pin, for the test's edges
+
+
+# as the ESP32 board: 2:1 divider, Li-ion 3.0-4.2 V -> %
+_BATTERY = {"pin": 34, "scale": 166.7, "offset": -250.0}
+
+
+class board:  # the HIL board file: the counter carrier's pins
+    NAME = "unix-hil-ble"
+    LED = 2
+    WDT = True
+    BEAM_A = 18
+    BEAM_B = 19
+    BATTERY = _BATTERY
+
+
+class Pin(_machine.Pin):
+    """A shim pin that raises its interrupt on a driven edge; pulled-up inputs idle high."""
+
+    def __init__(self, pin, mode=-1, pull=-1, value=None):
+        if value is None and pull == _machine.Pin.PULL_UP:
+            value = 1
+        super().__init__(pin, mode, pull, value)
+        self.trigger = 0
+        self.handler = None
+        PINS[pin] = self
+
+    def irq(self, trigger=0, handler=None):
+        self.trigger = trigger
+        self.handler = handler
+
+    def drive(self, level):
+        old = self._value
+        self._value = level
+        edge = 0
+        if old and not level:
+            edge = _machine.Pin.IRQ_FALLING
+        elif level and not old:
+            edge = _machine.Pin.IRQ_RISING
+        if edge & self.trigger and self.handler is not None:
+            self.handler(self)
+
+
+class machine:  # the machine module as the app sees it
+    Pin = Pin
+    ADC = _machine.ADC
+    WDT = _machine.WDT
+    PWM = _machine.PWM
+    unique_id = _machine.unique_id
+    reset = _machine.reset
+
+
+def on_message(msg):
+    if msg.get("op") == "pin":
+        PINS[msg["pin"]].drive(msg["value"])
