@@ -40,6 +40,7 @@ from gateway.sync.uplink import Message, Uplink
 from gateway.twin import Twin
 
 if TYPE_CHECKING:
+    from gateway.rehearse.recording import Recorder
     from gateway.sync.http_upsert import HttpUpsert
 
 __all__ = ["Gateway"]
@@ -79,6 +80,7 @@ class Gateway:
         self.started_at = time.time()
         self.detector: Any = None
         self.uplink: Uplink | None = None
+        self.recorder: Recorder | None = None  # rolling recording for rehearsals, when enabled
         self.http: HttpUpsert | None = None  # NGSI-LD by HTTP upsert, when it is the upstream
         self.api_url: str | None = None
         self.outbox: Outbox
@@ -148,6 +150,12 @@ class Gateway:
         )
         self.detector = self._load_detector()
         self._refresh_models(asyncio.get_running_loop().time())  # births carry the model too
+        rec = self.site.recording
+        if rec.enabled:
+            from gateway.rehearse.recording import Recorder
+
+            self.recorder = Recorder({a.id: a.category for a in self.site.assets}, rec.max_bytes)
+            self._stack.push_async_callback(self._export_recording)
         table = self.site.projection
         projection = project(str(table.get("kind", "native")), self.site.site, table,
                              str(self.site.file))  # fmt: skip
@@ -283,6 +291,8 @@ class Gateway:
             self._file_restores = self.outbox.file_restores
             self.warn(f"store {self.outbox.path} was removed while running; written back")
         self._tell_committed(batch)
+        if self.recorder is not None:
+            self.recorder.record(batch)
         mono = asyncio.get_running_loop().time()
         for r in batch:
             twin = self.twins.get(r.asset)
@@ -308,6 +318,15 @@ class Gateway:
                         "score": r.score,
                     }
                 )
+
+    async def _export_recording(self) -> None:
+        """On stop, write the rolling recording where the site file says (or beside the store)."""
+        if self.recorder is None:
+            return
+        store = self.site.store_path
+        path = self.site.recording.path or store.with_name(f"{store.stem}.recording.jsonl.gz")
+        rows = await asyncio.to_thread(self.recorder.export, path)
+        log.info("recording of %d readings written to %s", rows, path)
 
     def _tell_committed(self, batch: list[Reading]) -> None:
         """Let sources that acknowledge to their devices do so, now that nothing can be lost."""
@@ -498,6 +517,7 @@ class Gateway:
                 "out": uplink.get("published_rows", 0),
                 "queued": self.queue.qsize(),
             },
+            "recording": self.recorder.stats() if self.recorder is not None else None,
             "downlink": {
                 "refused": self.downlink.refused
                 + (self.uplink.downlink_refused if self.uplink else 0),

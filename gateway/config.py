@@ -104,6 +104,15 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingConfig:
+    """A bounded rolling recording of raw readings per asset, for rehearsals (off by default)."""
+
+    enabled: bool = False
+    max_bytes: int = 8 << 20  # per asset
+    path: Path | None = None  # where it is exported on stop (and by `twinedge rehearse`)
+
+
+@dataclass(frozen=True, slots=True)
 class AssetConfig:
     id: str
     category: str
@@ -130,6 +139,7 @@ class Site:
     projection: dict[str, Any] = field(default_factory=dict)
     delta_interval: float = 1.0
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    recording: RecordingConfig = field(default_factory=RecordingConfig)
 
 
 class _Table:
@@ -226,6 +236,7 @@ def parse_site(data: dict[str, Any], file: Path) -> Site:
     _check_projection(projection, site_name, str(file), "broker" in data)
     assets = _assets(root, stale_default, base)
     security = _security(root.sub("security"), base, store)
+    recording = _recording(root.sub("recording"), base)
     root.done()
     return Site(
         file,
@@ -240,6 +251,7 @@ def parse_site(data: dict[str, Any], file: Path) -> Site:
         projection,
         delta_interval,
         security,
+        recording,
     )
 
 
@@ -372,18 +384,36 @@ def _security(t: _Table, base: Path, store: Path) -> SecurityConfig:
 _SIZE = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
 
 
-def _buffer(t: _Table) -> BufferConfig:
-    raw = t.get("max_bytes", "1GB")
+def _size(t: _Table, key: str, default: str) -> int:
+    """A size such as '512MB' or '2GB' (at least 1MB)."""
+    raw = t.get(key, default)
     m = (
         re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B?)\s*", str(raw).upper())
         if not isinstance(raw, bool)
         else None
     )
     if m is None:
-        raise ConfigError(t.file, t.path("max_bytes"), "a size such as '512MB' or '2GB'", raw)
-    max_bytes = int(float(m.group(1)) * _SIZE[m.group(2)])
-    if max_bytes < 1 << 20:
-        raise ConfigError(t.file, t.path("max_bytes"), "at least 1MB", raw)
+        raise ConfigError(t.file, t.path(key), "a size such as '512MB' or '2GB'", raw)
+    size = int(float(m.group(1)) * _SIZE[m.group(2)])
+    if size < 1 << 20:
+        raise ConfigError(t.file, t.path(key), "at least 1MB", raw)
+    return size
+
+
+def _recording(t: _Table, base: Path) -> RecordingConfig:
+    enabled = t.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(t.file, t.path("enabled"), "true or false", enabled)
+    path = t.opt_string("path")
+    cfg = RecordingConfig(
+        enabled, _size(t, "max_bytes", "8MB"), None if path is None else base / path
+    )
+    t.done()
+    return cfg
+
+
+def _buffer(t: _Table) -> BufferConfig:
+    max_bytes = _size(t, "max_bytes", "1GB")
     sync = t.string("synchronous", "normal").lower()
     if sync not in ("normal", "full"):
         raise ConfigError(t.file, t.path("synchronous"), "'normal' or 'full'", sync)
