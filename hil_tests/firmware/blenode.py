@@ -6,6 +6,11 @@ device on the test's :class:`~hil_tests.emulators.ble.BleRadio`, byte for byte, 
 firmware's interval: the gateway's scanner hears exactly what the firmware broadcasts. The
 same connection carries pin edges the other way (``await node.pulse(pin)``), so the test
 drives the app's beam/PIR interrupts. ``adverts`` keeps every advert the firmware asked for.
+
+A GATT app's ``gatts_register_services`` becomes a bumble GATT server with the same services;
+reads are answered from the values the firmware last set with ``gatts_write``, its
+``gatts_notify`` notifies the connection it names, and a central's connect, disconnect and
+writes go back to the firmware as IRQ events. ``duty`` holds the PWM duty the app last set.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from bumble.device import AdvertisingType
+from bumble.device import AdvertisingType, Connection
+from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from edge_node import ble_payload as bp
 from gateway.commands.firmware import tool
@@ -55,13 +61,21 @@ class MicroPythonBleNode(MicroPythonNode):
         on this 64-bit port once the shims (C modules on a board) are loaded too."""
         super().__init__(app, heap=heap, **kw)
         self.radio = radio
+        self.address = address
         self.device, self.controller = make_device(app, address, radio.link)
         self.adverts: list[Advert] = []
         self.advertised = asyncio.Event()  # set each time an advert is on the air
         self.bridge_error: BaseException | None = None
         self._ble_server: asyncio.Server | None = None
         self._ble_writer: asyncio.StreamWriter | None = None
+        self._radio_task: asyncio.Task[Any] | None = None
         self._advertising: tuple[int, bool] | None = None  # (interval, connectable) on the air
+        self.values: dict[int, bytes] = {}  # firmware value handle -> its value
+        self.chars: dict[int, Characteristic[Any]] = {}  # firmware value handle -> bumble's
+        self.writes: list[tuple[int, bytes]] = []  # what centrals wrote, in order
+        self.duty: dict[int, int] = {}  # PWM pin -> duty_u16 the app set
+        self.changed_hw = asyncio.Event()  # set on each PWM change
+        self.device.on("connection", self._on_connection)
 
     def __str__(self) -> str:
         return f"ble-adv:{self.stored_config().get('node_id')}"
@@ -136,6 +150,9 @@ class MicroPythonBleNode(MicroPythonNode):
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+        if self._radio_task is not None:  # plays what the node said last, then sees EOF
+            async with asyncio.timeout(10):
+                await self._radio_task
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -146,7 +163,7 @@ class MicroPythonBleNode(MicroPythonNode):
         if self._ble_server is not None:
             self._ble_server.close()
             await self._ble_server.wait_closed()
-        if self._advertising is not None:
+        if self.device.legacy_advertising_set is not None:
             await self.device.stop_advertising()
         self.radio.link.remove_controller(self.controller)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -166,15 +183,76 @@ class MicroPythonBleNode(MicroPythonNode):
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connected: asyncio.Event
     ) -> None:
         self._ble_writer = writer
+        self._radio_task = asyncio.current_task()
         connected.set()
         try:
             while line := await reader.readline():
                 msg = json.loads(line)
-                if msg["op"] == "adv":
-                    await self._advertise(Advert(msg))
+                await self._handle(msg)
         except Exception as e:  # recorded: a test waiting for adverts raises it
             self.bridge_error = e
             self.advertised.set()
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        op = msg["op"]
+        if op == "adv":
+            await self._advertise(Advert(msg))
+        elif op == "services":
+            self._register(msg["services"])
+        elif op == "value":
+            self.values[msg["handle"]] = bytes.fromhex(msg["data"])
+        elif op == "notify":
+            conn = self.device.connections.get(msg["conn"])
+            if conn is not None:  # gone already: a real stack fails the notify too
+                value = self.values[msg["handle"]]
+                await self.device.notify_subscriber(conn, self.chars[msg["handle"]], value)
+        elif op == "pwm":
+            self.duty[msg["pin"]] = msg["duty"]
+            self.changed_hw.set()
+
+    def _register(self, services: list[Any]) -> None:
+        """The firmware's services, handles numbered in order as the shim numbers them."""
+        handle = len(self.chars)
+        for uuid, chars in services:
+            built = []
+            for c_uuid, flags in chars:
+                handle += 1
+                self.values[handle] = b""
+                char = Characteristic(
+                    c_uuid,
+                    Characteristic.Properties(flags & 0xFF),
+                    Characteristic.READABLE | Characteristic.WRITEABLE,
+                    CharacteristicValue(
+                        read=lambda conn, h=handle: self.values[h],
+                        write=lambda conn, v, h=handle: self._written(conn, h, v),
+                    ),
+                )
+                self.chars[handle] = char
+                built.append(char)
+            self.device.add_service(Service(uuid, built))
+
+    def _written(self, conn: Connection, handle: int, value: bytes) -> None:
+        self.values[handle] = bytes(value)
+        self.writes.append((handle, bytes(value)))
+        self._tell({"op": "write", "conn": conn.handle, "handle": handle, "data": value.hex()})
+
+    def _on_connection(self, conn: Connection) -> None:
+        self._advertising = None  # a controller stops advertising when a central connects
+        self._tell({"op": "connect", "conn": conn.handle})
+        conn.on(
+            "disconnection", lambda reason: self._tell({"op": "disconnect", "conn": conn.handle})
+        )
+
+    def _tell(self, msg: dict[str, Any]) -> None:
+        if self._ble_writer is not None:
+            self._ble_writer.write(json.dumps(msg).encode() + b"\n")
+
+    async def wait_duty(self, pin: int, duty: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Until the app has set PWM ``pin`` to ``duty``."""
+        async with asyncio.timeout(timeout):
+            while self.duty.get(pin) != duty:
+                self.changed_hw.clear()
+                await self.changed_hw.wait()
 
     async def _advertise(self, adv: Advert) -> None:
         """Put the firmware's advert on the air, as its controller would."""
@@ -186,10 +264,10 @@ class MicroPythonBleNode(MicroPythonNode):
             bp.check_legacy(adv.data)  # the shim refuses more; a real controller would too
             mode = (adv.interval_us, adv.connectable)
             adv_set = self.device.legacy_advertising_set
-            if self._advertising == mode and adv_set is not None:
+            if self._advertising == mode and adv_set is not None and adv_set.enabled:
                 await adv_set.set_advertising_data(adv.data)
             else:
-                if self._advertising is not None:
+                if adv_set is not None:
                     await self.device.stop_advertising()
                 kind = AdvertisingType.UNDIRECTED
                 if adv.connectable:

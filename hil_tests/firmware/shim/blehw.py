@@ -1,11 +1,14 @@
 """The HIL board for BLE apps and the ``machine`` module as such an app sees it.
 
-``board`` holds the counter carrier's pins; ``machine`` is the machine shim with interrupt-capable
-pins. The test drives pin levels over the radio bridge (``{"op": "pin", "pin": 18, "value": 0}``,
-handled by ``on_message``): an edge matching the pin's ``irq`` trigger calls the app's handler, as
-a board's interrupt would. Compiled to .mpy by the harness (a board has these in firmware).
+``board`` holds the counter and streetlight carriers' pins (as on the ESP32 board); ``machine``
+is the machine shim with interrupt-capable pins. The test drives pin levels over the radio
+bridge (``{"op": "pin", "pin": 18, "value": 0}``, handled by ``on_message``): an edge matching
+the pin's ``irq`` trigger calls the app's handler, as a board's interrupt would. A PWM duty
+change goes back over the bridge (``{"op": "pwm", "pin": 25, "duty": 26214}``) so the test sees
+the lamp dim. Compiled to .mpy by the harness (on a board these are part of the firmware).
 """
 
+import bluetooth
 import machine as _machine
 
 PINS = {}  # pin id -> Pin, for the test's edges
@@ -13,15 +16,20 @@ PINS = {}  # pin id -> Pin, for the test's edges
 
 # as the ESP32 board: 2:1 divider, Li-ion 3.0-4.2 V -> %
 _BATTERY = {"pin": 34, "scale": 166.7, "offset": -250.0}
+_PWM = {"pin": 25, "freq": 1000}
+_POWER_METER = {"v_pin": 39, "i_pin": 35, "v_scale": 100.0, "i_scale": 1.0}
 
 
-class board:  # the HIL board file: the counter carrier's pins
+class board:  # the HIL board file: the counter and streetlight carriers' pins
     NAME = "unix-hil-ble"
     LED = 2
     WDT = True
     BEAM_A = 18
     BEAM_B = 19
     BATTERY = _BATTERY
+    RELAY = 26
+    PWM = _PWM
+    POWER_METER = _POWER_METER
 
 
 class Pin(_machine.Pin):
@@ -51,11 +59,20 @@ class Pin(_machine.Pin):
             self.handler(self)
 
 
+class PWM(_machine.PWM):
+    """The shim PWM, telling the test each duty cycle the app sets."""
+
+    def duty_u16(self, v=None):
+        if v is not None and v != self._duty:
+            bluetooth.BLE()._send({"op": "pwm", "pin": self.pin.id, "duty": v})
+        return super().duty_u16(v)
+
+
 class machine:  # the machine module as the app sees it
     Pin = Pin
     ADC = _machine.ADC
     WDT = _machine.WDT
-    PWM = _machine.PWM
+    PWM = PWM
     unique_id = _machine.unique_id
     reset = _machine.reset
 

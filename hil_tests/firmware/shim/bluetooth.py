@@ -7,18 +7,27 @@ so the gateway hears exactly what the firmware broadcasts:
     {"op": "adv", "interval_us": 1000000, "data": "<hex>", "connectable": true}
     {"op": "adv", "interval_us": null}                      (advertising stopped)
 
+    {"op": "services", "services": [[uuid, [[uuid, flags], ...]], ...]}  (value handles 1, 2, ..)
+    {"op": "value", "handle": 1, "data": "<hex>"}             (gatts_write: the local value)
+    {"op": "notify", "conn": 0, "handle": 1}                  (gatts_notify of the local value)
+
 Like a real controller, ``gap_advertise`` refuses advertising data over the 31-byte legacy
-limit with OSError(EINVAL). The harness sends lines back (pin edges for the test's Pin fakes);
-``serve(handler)`` reads them in an asyncio task and hands each decoded message to ``handler``.
+limit with OSError(EINVAL). The harness sends lines back: a central connecting, disconnecting
+or writing a characteristic (``connect``/``disconnect``/``write``) become the app's IRQ events
+as on a board; anything else (pin edges for the test's Pin fakes) goes to the ``handler`` given
+to ``serve(handler)``, which reads the lines in an asyncio task.
 """
 
 import json
 import os
 import socket
 from asyncio import StreamReader  # loaded at boot, before the app fragments the heap
-from binascii import hexlify
+from binascii import hexlify, unhexlify
 
 _EINVAL = 22
+_IRQ_CENTRAL_CONNECT = 1
+_IRQ_CENTRAL_DISCONNECT = 2
+_IRQ_GATTS_WRITE = 3
 _LEGACY_ADV_MAX = 31
 _ble = None
 
@@ -46,6 +55,7 @@ class _Radio:
         self.sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
         self._active = False
         self._irq = None
+        self.values = {}  # value handle -> bytes, the local GATT database
 
     def _send(self, msg):
         data = json.dumps(msg).encode() + b"\n"
@@ -84,6 +94,46 @@ class _Radio:
             }
         )
 
+    def gatts_register_services(self, services):
+        handles = []
+        table = []
+        n = len(self.values)
+        for uuid, chars in services:
+            ids = []
+            for _ in chars:
+                n += 1
+                self.values[n] = b""
+                ids.append(n)
+            handles.append(tuple(ids))
+            table.append([str(uuid), [[str(c[0]), c[1]] for c in chars]])
+        self._send({"op": "services", "services": table})
+        return tuple(handles)
+
+    def gatts_read(self, handle):
+        return self.values[handle]
+
+    def gatts_write(self, handle, data, send_update=False):
+        self.values[handle] = bytes(data)
+        self._send({"op": "value", "handle": handle, "data": hexlify(data).decode()})
+
+    def gatts_notify(self, conn_handle, value_handle, data=None):
+        if data is not None:
+            self.gatts_write(value_handle, data)
+        self._send({"op": "notify", "conn": conn_handle, "handle": value_handle})
+
+    def _event(self, msg):
+        """A central's action relayed by the harness -> the app's IRQ, as the stack would."""
+        op = msg["op"]
+        if op == "write":
+            self.values[msg["handle"]] = unhexlify(msg["data"])
+            event, data = _IRQ_GATTS_WRITE, (msg["conn"], msg["handle"])
+        elif op == "connect":
+            event, data = _IRQ_CENTRAL_CONNECT, (msg["conn"], 1, bytes(6))
+        else:
+            event, data = _IRQ_CENTRAL_DISCONNECT, (msg["conn"], 1, bytes(6))
+        if self._irq is not None:
+            self._irq(event, data)
+
 
 async def serve(handler):
     """Read the harness's lines and call ``handler(message)`` for each (runs until EOF)."""
@@ -93,4 +143,8 @@ async def serve(handler):
         line = await stream.readline()
         if not line:
             raise OSError(5)  # EIO: the harness went away
-        handler(json.loads(line))
+        msg = json.loads(line)
+        if msg["op"] in ("write", "connect", "disconnect"):
+            ble._event(msg)
+        else:
+            handler(msg)
