@@ -73,6 +73,8 @@ class MicroPythonBleNode(MicroPythonNode):
         self.values: dict[int, bytes] = {}  # firmware value handle -> its value
         self.chars: dict[int, Characteristic[Any]] = {}  # firmware value handle -> bumble's
         self.writes: list[tuple[int, bytes]] = []  # what centrals wrote, in order
+        self.notified = 0  # notifications the firmware sent to a connected central
+        self.connections = 0  # centrals that connected
         self.duty: dict[int, int] = {}  # PWM pin -> duty_u16 the app set
         self.changed_hw = asyncio.Event()  # set on each PWM change
         self.device.on("connection", self._on_connection)
@@ -97,6 +99,10 @@ class MicroPythonBleNode(MicroPythonNode):
             while len(self.heap_live) < n:
                 self.changed.clear()
                 await self.changed.wait()
+
+    async def wait_adverts(self, n: int, timeout: float = 10.0) -> Advert:  # noqa: ASYNC109
+        """Until the firmware has made ``n`` adverts; the ``n``-th."""
+        return await self.wait_advert(lambda a: len(self.adverts) >= n, timeout)
 
     async def wait_advert(self, pred: Any, timeout: float = 10.0) -> Advert:  # noqa: ASYNC109
         """The first advert (old or new) for which ``pred(advert)`` holds."""
@@ -206,6 +212,7 @@ class MicroPythonBleNode(MicroPythonNode):
             if conn is not None:  # gone already: a real stack fails the notify too
                 value = self.values[msg["handle"]]
                 await self.device.notify_subscriber(conn, self.chars[msg["handle"]], value)
+                self.notified += 1
         elif op == "pwm":
             self.duty[msg["pin"]] = msg["duty"]
             self.changed_hw.set()
@@ -238,6 +245,7 @@ class MicroPythonBleNode(MicroPythonNode):
 
     def _on_connection(self, conn: Connection) -> None:
         self._advertising = None  # a controller stops advertising when a central connects
+        self.connections += 1
         self._tell({"op": "connect", "conn": conn.handle})
         conn.on(
             "disconnection", lambda reason: self._tell({"op": "disconnect", "conn": conn.handle})

@@ -54,5 +54,20 @@ async def test_gateway_reads_subscribes_and_dims_the_firmware_lamp(radio: BleRad
             await c.source.command("dim", {"level": 40})
             await node.wait_duty(PWM_PIN, 40 * 65535 // 100)  # the firmware's PWM shim
             await c.wait_for(lambda c: latest(c, "dim_level") == 40)  # reported back at once
+            assert node.notified > 0  # values came by notification after the first reads
+            await c.source.command("power", {"on": False})
+            await c.wait_for(lambda c: latest(c, "power_state") == 0)
         assert c.ctx.counters.frames_bad == 0
-    assert [v for _, v in node.writes] == [bytes([40])]
+        assert "pin 26 0" in node.events()  # the relay opened
+    assert [v for _, v in node.writes] == [bytes([40]), bytes([0])]
+
+
+async def test_firmware_advertises_again_after_the_gateway_disconnects(radio: BleRadio) -> None:
+    async with MicroPythonBleNode(radio, "streetlight", config={"node_id": NODE}, hw=HW) as node:
+        for n in (1, 2):  # connect, go away, and connect again to the re-advertised light
+            async with collecting(f"ble:{node.address}", ctx(radio)) as c:
+                await c.wait_for(lambda c: latest(c, "voltage") is not None)
+                before = len(node.adverts)  # advertising stopped while connected
+            assert node.connections == n
+            await node.wait_adverts(before + 1)  # the firmware's IRQ handler re-advertised
+        assert len(node.adverts) == 3 and len({a.data for a in node.adverts}) == 1
