@@ -109,7 +109,7 @@ class Soak:
             print(json.dumps(row), flush=True)
 
     async def fault(self, gw: GatewayProcess) -> None:
-        kind = self.rng.choice(["kill9", "broker", "flap"])
+        kind = self.rng.choice(self.args.faults.split(","))
         self.faults.append((self.now(), kind))
         print(f"# {self.now()} s: fault {kind}", flush=True)
         if kind == "kill9":
@@ -227,6 +227,7 @@ def main() -> int:
     p.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     p.add_argument("--warmup", type=float, default=60.0, help="seconds of warm-up per life")
     p.add_argument("--seed", type=int, default=6)
+    p.add_argument("--faults", default="kill9,broker,flap", help="faults to draw from")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     result = asyncio.run(main_async(args))
