@@ -329,16 +329,17 @@ class Gateway:
         log.info("recording of %d readings written to %s", rows, path)
 
     def _tell_committed(self, batch: list[Reading]) -> None:
-        """Let sources that acknowledge to their devices do so, now that nothing can be lost."""
-        upto: dict[tuple[str, str], int] = {}
+        """Let sources that acknowledge to their devices do so, now that nothing can be lost:
+        one call per distinct (device, seq) in the batch, in order."""
+        told: set[tuple[str, str, int]] = set()
         for r in batch:
-            key = (r.asset, r.device)
-            if r.seq > upto.get(key, -1):
-                upto[key] = r.seq
-        for (asset, device), seq in upto.items():
-            ctx = self.contexts.get(asset)
+            key = (r.asset, r.device, r.seq)
+            if key in told:
+                continue
+            told.add(key)
+            ctx = self.contexts.get(r.asset)
             if ctx is not None and ctx.on_commit is not None:
-                ctx.on_commit(device, seq)
+                ctx.on_commit(r.device, r.seq)
 
     def _on_anomaly(self, ev: Any) -> None:
         doc = ev.as_dict()

@@ -94,7 +94,7 @@ class SourceContext:
     #: extra objects a test or the demo injects (e.g. ``ble_backend`` for bleak); never from config
     options: dict[str, Any] = field(default_factory=dict)
     #: set by a source that acknowledges to its device: the gateway calls it with
-    #: ``(device, highest seq)`` once that device's readings are committed to the outbox, so
+    #: ``(device, seq)`` for every (device, seq) whose readings it committed to the outbox, so
     #: the device frees its buffer only for readings that can no longer be lost
     on_commit: Callable[[str, int], None] | None = None
 

@@ -11,9 +11,12 @@ Spec: ``serial:/dev/ttyUSB0?baud=115200`` (query keys optional)::
 
 The wire protocol is :mod:`edge_node.protocol`, the very module the firmware runs. Every frame
 is untrusted: one that fails to decode counts in ``frames_bad`` and is logged with the device,
-never ending the iteration. Readings frames are acknowledged one by one (``got``) and with the
-highest sequence number below which everything arrived (``upto``) so the node can free its
-buffer; a resent frame that already arrived counts in ``duplicates`` and is not yielded again;
+never ending the iteration. A readings frame is acknowledged (``got``) only once the gateway
+has committed its readings to the outbox (``SourceContext.on_commit``), so the node frees a frame
+only when it can no longer be lost; the cumulative ``upto`` is never used, because after a
+gateway restart nothing tells which older frames the node still holds. A resent frame that
+already arrived counts in ``duplicates``, is not yielded again, and is acknowledged again if it
+was committed (the first ack was lost);
 a sequence number still missing ``gap_after`` later counts in ``gaps``. A node's hello fills
 ``device_info`` (node id, firmware, sensors with units and periods); a node heard without one
 (the gateway started after it) is asked for a hello. A port that goes away
@@ -58,6 +61,7 @@ class NodeState:
         self.high = 0
         self.pending: dict[int, float] = {}  # missing seq -> when it went missing
         self.early: set[int] = set()  # seqs below base that arrived (resends after a restart)
+        self.inflight: dict[int, float] = {}  # accepted, readings not yet committed -> since
         self.asked = -math.inf  # when we last asked this node to announce itself
 
     def accept(self, seq: int, now: float) -> tuple[bool, int]:
@@ -127,6 +131,7 @@ class SerialSource:
         self._cmd_seq = 0
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._unknown_fields: set[str] = set()
+        ctx.on_commit = self._committed  # acks go out once the readings are in the store
         self._bad_since_log = 0
         self._last_log = 0.0
         self.write_drops = 0
@@ -262,7 +267,7 @@ class SerialSource:
             }
         )
         self._check_units(node, sensors)
-        self._send({"type": "ack", "node": node, "seq": 0, "upto": state.upto, "got": 0})
+        self._send({"type": "ack", "node": node, "seq": 0, "upto": 0, "got": 0})  # "I'm here"
 
     def _check_units(self, node: str, sensors: Mapping[str, Mapping[str, Any]]) -> None:
         for name, info in sensors.items():
@@ -285,14 +290,34 @@ class SerialSource:
             self._send({"type": "command", "node": node, "seq": self._cmd_seq, "command": "hello"})
         new, lost = state.accept(seq, now)
         self.ctx.counters.gaps += lost + state.expire(now, self.gap_after)
-        self._send({"type": "ack", "node": node, "seq": 0, "upto": state.upto, "got": seq})
         if not new:
             self.ctx.counters.duplicates += 1
+            since = state.inflight.get(seq)
+            if since is None:
+                self._ack(node, seq)  # committed before: our first ack was lost
+                return
+            if now - since < self.gap_after:
+                return  # its readings are on their way to the store: that commit acks it
+            log.warning("%s@%s: frame %d never reached the store; taking it again",
+                        node, self.port, seq)  # fmt: skip
+        made = (
+            self._reading(node, seq, name, raw, msg["time"], now) for name, raw in msg["values"]
+        )
+        readings = [r for r in made if r is not None]
+        if not readings:
+            self._ack(node, seq)  # nothing to store, nothing to lose
             return
-        for name, raw in msg["values"]:
-            reading = self._reading(node, seq, name, raw, msg["time"], now)
-            if reading is not None:
-                yield reading
+        state.inflight[seq] = now
+        yield from readings
+
+    def _ack(self, node: str, seq: int) -> None:
+        self._send({"type": "ack", "node": node, "seq": 0, "upto": 0, "got": seq})
+
+    def _committed(self, node: str, seq: int) -> None:
+        """The gateway stored this frame's readings: now the node may free it."""
+        state = self.nodes.get(node)
+        if state is not None and state.inflight.pop(seq, None) is not None:
+            self._ack(node, seq)
 
     def _reading(
         self, node: str, seq: int, name: str, raw: float, t: float | None, now: float

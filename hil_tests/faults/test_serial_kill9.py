@@ -6,8 +6,9 @@ clock, keep every frame in their resend buffer until the gateway acknowledges it
 their own schedule. The gateway is killed at random moments and restarted. A reading is
 identified by ``(asset, quantity, observed_at in ms)``. The contract: at the end every frame the
 nodes made is acknowledged (their buffers are empty, nothing overflowed) and every acknowledged
-reading arrived. Today the serial source breaks it (see the xfail reason); the ledger line shows
-by how much.
+reading arrived: the serial source acknowledges a frame only after its readings are committed,
+and never cumulatively past what it committed, so frames queued at a crash or made while the
+gateway was down stay with the node until they are stored.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import os
 import random
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from gateway.broker import MosquittoProcess
 from hil_tests.emulators.serial_node import SerialNode
@@ -51,13 +50,6 @@ class NodeBooks:
         asyncio.get_running_loop().create_task(self.node.node.command(cmd))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway/sources/serial.py acknowledges a frame when it is decoded, not from "
-    "SourceContext.on_commit, and after a restart its 'upto' covers every seq below the first "
-    "one it hears: frames queued at a crash or sent while the gateway was down are freed by "
-    "the node and lost (about 12 frames per kill here). Remove this mark once fixed.",
-)
 async def test_kill9_with_serial_nodes(tmp_path: Path, mq: MosquittoProcess) -> None:
     def key(row: list[Any]) -> tuple[str, int]:
         return (row[2], round(row[5] * 1000))

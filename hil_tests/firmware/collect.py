@@ -1,4 +1,7 @@
-"""Drive a Source in a background task and wait for what it yields (with timeouts, no sleeps)."""
+"""Drive a Source in a background task and wait for what it yields (with timeouts, no sleeps).
+
+The collector plays the gateway's store: every reading it takes counts as committed, so a source
+that acknowledges to its device (``SourceContext.on_commit``) does so as it would in a gateway."""
 
 from __future__ import annotations
 
@@ -30,6 +33,8 @@ class Collector:
                 self.changed.set()
                 async for r in src:
                     self.readings.append(r)
+                    if self.ctx.on_commit is not None:  # kept, as the gateway's store would
+                        self.ctx.on_commit(r.device, r.seq)
                     self.changed.set()
         except Exception as e:  # recorded for the test to assert on
             self.error = e
