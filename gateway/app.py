@@ -78,6 +78,7 @@ class Gateway:
         self.downlink: Downlink
         self.warnings: deque[dict[str, Any]] = deque(maxlen=50)
         self.started_at = time.time()
+        self._started_mono = time.monotonic()  # uptime survives a wall-clock jump
         self.detector: Any = None
         self.uplink: Uplink | None = None
         self.recorder: Recorder | None = None  # rolling recording for rehearsals, when enabled
@@ -497,7 +498,6 @@ class Gateway:
             if self.uplink
             else {"state": "disabled", "backlog_rows": self.outbox.rows}
         )
-        now = time.time()
         return {
             "gateway": {
                 "id": self.site.gateway_id,
@@ -506,7 +506,7 @@ class Gateway:
                 "session": self.outbox.session,
                 "boot": self.outbox.boot,
                 "started_at": self.started_at,
-                "uptime_s": round(now - self.started_at, 3),
+                "uptime_s": round(time.monotonic() - self._started_mono, 3),
             },
             "uplink": uplink,
             "buffer": self._buffer_state(),

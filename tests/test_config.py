@@ -51,13 +51,13 @@ def test_minimal_site_defaults(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "key", "expected"),
     [
-        (("id = \"gw-1\"", "id = \"\""), "gateway.id", "an id"),
-        (("category = \"water-quality\"", "category = \"river\""), "assets[0].category", "one of"),
+        (('id = "gw-1"', 'id = ""'), "gateway.id", "an id"),
+        (('category = "water-quality"', 'category = "river"'), "assets[0].category", "one of"),
         (("location = [4.9, 52.3]", "location = [200, 52.3]"), "assets[0].location", "GeoJSON"),
-        (("source = \"demo:water-quality\"", "source = \"usb0\""), "assets[0].source", "a spec"),
-        (("source = \"demo:water-quality\"", "source = \"zig:x\""), "assets[0].source", "scheme"),
-        (("site = \"s\"", "site = \"s\"\nstale_after = \"-1s\""), "gateway.stale_after", "greater"),
-        (("site = \"s\"", "site = \"s\"\ncolour = 1"), "gateway.colour", "a known key"),
+        (('source = "demo:water-quality"', 'source = "usb0"'), "assets[0].source", "a spec"),
+        (('source = "demo:water-quality"', 'source = "zig:x"'), "assets[0].source", "scheme"),
+        (('site = "s"', 'site = "s"\nstale_after = "-1s"'), "gateway.stale_after", "greater"),
+        (('site = "s"', 'site = "s"\ncolour = 1'), "gateway.colour", "a known key"),
     ],
 )
 def test_errors_name_file_key_and_expectation(
@@ -105,7 +105,7 @@ def test_invalid_toml_names_file(tmp_path: Path) -> None:
 def test_config_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", str(EXAMPLE)]) == 0
     assert "ok" in capsys.readouterr().out
-    bad = write(tmp_path, MINIMAL.replace("[4.9, 52.3]", "\"here\""))
+    bad = write(tmp_path, MINIMAL.replace("[4.9, 52.3]", '"here"'))
     assert main(["config", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: assets[0].location: expected a GeoJSON point" in err
