@@ -135,59 +135,11 @@ class Gateway:
         if self.outbox.recovered_from is not None:
             self.warn(f"store was unreadable; moved aside to {self.outbox.recovered_from.name}")
         await self._restore_twins()
-        sec = self.site.security
-        store = self.site.store_path
-        nonces = sec.nonce_file or store.with_name(store.name + ".nonces.json")
-        self.downlink = Downlink(
-            guard=DownlinkGuard(sec.trusted, sec.require_signed_downlink, NonceStore(nonces)),
-            base_topic=self.topics.base,
-            twins=self.twins,
-            sources=self.sources,
-            detector=lambda: self.detector,
-            trusted=sec.trusted,
-            bundles_dir=store.parent / "bundles",
-            warn=lambda msg, device: self.warn(msg, device),
-            report=self._publish_applied,
-        )
+        self.downlink = self._make_downlink()
         self.detector = self._load_detector()
         self._refresh_models(asyncio.get_running_loop().time())  # births carry the model too
-        rec = self.site.recording
-        if rec.enabled:
-            from gateway.rehearse.recording import Recorder
-
-            self.recorder = Recorder({a.id: a.category for a in self.site.assets}, rec.max_bytes)
-            self._stack.push_async_callback(self._export_recording)
-        table = self.site.projection
-        projection = project(str(table.get("kind", "native")), self.site.site, table,
-                             str(self.site.file))  # fmt: skip
-        if projection is not None and table.get("delivery") == "http":
-            from gateway.sync.http_upsert import HttpUpsert
-            from gateway.sync.ngsi_ld import NgsiProjection
-
-            if not isinstance(projection, NgsiProjection):
-                raise ConfigError(str(self.site.file), "projection.delivery",
-                                  "'mqtt' for a projection other than ngsi-ld", "http")  # fmt: skip
-            http = await self._stack.enter_async_context(
-                HttpUpsert.from_config(self.outbox, projection, table, str(self.site.file))
-            )
-            for _topic, payload, _retain in self._birth()[1:]:  # every twin, as it stands
-                http.submit(json.loads(payload))
-            self.http = http
-            projection = None
-        if self.broker is not None:
-            self.uplink = await self._stack.enter_async_context(
-                Uplink(
-                    self.broker,
-                    self.topics,
-                    self.outbox,
-                    gateway=self.site.gateway_id,
-                    birth=self._birth,
-                    death=self._death,
-                    downlink=self.downlink.handle,
-                    live_window=buf.live_window,
-                    projection=projection,
-                )
-            )
+        self._start_recording()
+        await self._start_upstream()
         await self._start_api()
         self._stack.push_async_callback(self._stop_core)
         self._tasks = [
@@ -199,6 +151,54 @@ class Gateway:
             self._device_tasks.append(
                 asyncio.create_task(self._run_device(asset), name=f"device:{asset.id}")
             )
+
+    def _make_downlink(self) -> Downlink:
+        sec, store = self.site.security, self.site.store_path
+        nonces = sec.nonce_file or store.with_name(store.name + ".nonces.json")
+        return Downlink(
+            guard=DownlinkGuard(sec.trusted, sec.require_signed_downlink, NonceStore(nonces)),
+            base_topic=self.topics.base,
+            twins=self.twins,
+            sources=self.sources,
+            detector=lambda: self.detector,
+            trusted=sec.trusted,
+            bundles_dir=store.parent / "bundles",
+            warn=lambda msg, device: self.warn(msg, device),
+            report=self._publish_applied,
+        )
+
+    def _start_recording(self) -> None:
+        if not self.site.recording.enabled:
+            return
+        from gateway.rehearse.recording import Recorder
+
+        assets = {a.id: a.category for a in self.site.assets}
+        self.recorder = Recorder(assets, self.site.recording.max_bytes)
+        self._stack.push_async_callback(self._export_recording)
+
+    async def _start_upstream(self) -> None:
+        """The MQTT uplink (with a projection beside the native feed), or NGSI-LD by HTTP."""
+        table, file = self.site.projection, str(self.site.file)
+        projection = project(str(table.get("kind", "native")), self.site.site, table, file)
+        if projection is not None and table.get("delivery") == "http":
+            from gateway.sync.http_upsert import HttpUpsert
+            from gateway.sync.ngsi_ld import NgsiProjection
+
+            if not isinstance(projection, NgsiProjection):
+                raise ConfigError(file, "projection.delivery",
+                                  "'mqtt' for a projection other than ngsi-ld", "http")  # fmt: skip
+            http = await self._stack.enter_async_context(
+                HttpUpsert.from_config(self.outbox, projection, table, file)
+            )
+            for _topic, payload, _retain in self._birth()[1:]:  # every twin, as it stands
+                http.submit(json.loads(payload))
+            self.http, projection = http, None
+        if self.broker is not None:
+            self.uplink = await self._stack.enter_async_context(
+                Uplink(self.broker, self.topics, self.outbox, gateway=self.site.gateway_id,
+                       birth=self._birth, death=self._death, downlink=self.downlink.handle,
+                       live_window=self.site.buffer.live_window, projection=projection)
+            )  # fmt: skip
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
