@@ -14,6 +14,8 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -78,33 +80,41 @@ def test_a_user_outside_the_ports_group_is_told_to_join_it() -> None:
     path = os.ttyname(other)
     os.chown(path, 0, 20)  # root:dialout as udev leaves a USB serial adapter
     os.chmod(path, 0o660)
-    code = (
-        "import json; from gateway.doctor import check_serial_port as c; "
-        f"print(json.dumps(c({path!r}).as_dict()))"
-    )
     try:
-        out = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                sys.executable,
-                "-c",
-                code,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-            cwd=REPO,
-        ).stdout
+        out = _as_nobody(lambda: json.dumps(check_serial_port(path).as_dict()))
     finally:
         os.close(main), os.close(other)
     found = json.loads(out)
     assert found["status"] == "fail"
     assert "user nobody is not in it" in found["detail"]
     assert found["remedy"].startswith("sudo usermod -aG dialout nobody")
+
+
+def _as_nobody(job: Callable[[], str]) -> str:
+    """Run ``job`` in a forked child that dropped to user and group nobody with no supplementary
+    groups; return what it printed. Forked after the imports, so the child needs no access to
+    the checkout (which may not be readable by that user)."""
+    r, w = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12 warns about fork() with threads alive
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(w, job().encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as pipe:
+        out = pipe.read().decode()
+    _pid, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the check failed as user nobody"
+    return out
 
 
 # -- BLE -----------------------------------------------------------------------------------------
