@@ -53,7 +53,7 @@ HELLO_RETRY = 5.0  # seconds between requests for a hello from a node that has n
 
 
 class NodeState:
-    """Sequence bookkeeping for one node boot: what arrived, what is missing, what to ack."""
+    """Sequence bookkeeping for one node boot: what arrived, what is missing, what awaits commit."""
 
     def __init__(self, boot: int | None) -> None:
         self.boot = boot
@@ -95,12 +95,6 @@ class NodeState:
             del self.pending[seq]
             expired += 1
         return expired
-
-    @property
-    def upto(self) -> int:
-        if self.base is None:
-            return 0
-        return min(self.pending) - 1 if self.pending else self.high
 
 
 class SerialSource:
