@@ -107,6 +107,7 @@ class Series:
     values: dict[str, npt.NDArray[np.float64]]
     units: dict[str, str]
     labels: list[tuple[float, float, str]] = field(default_factory=list)  # start, end, kind
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # derived
 
     def truth(self, times: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Whether a labelled fault is active at each of ``times``."""
@@ -286,10 +287,12 @@ def _check_params(t: _T, category: str, fault: str, params: dict[str, Any], star
 def generate(scenario: Scenario, periods: dict[str, float] | None = None) -> list[Series]:
     """Sample every asset's simulator over the scenario, at its period (``periods`` overrides).
 
-    Deterministic: the same scenario and periods give the same values, bit for bit.
+    Deterministic: the same scenario and periods give the same values, bit for bit. The series
+    come from the emulators' vectorised sampler, which gives exactly what ``sample(t)`` gives.
     """
     from gateway.profiles import load_profile
     from gateway.sources.demo import DEFAULT_PROFILES
+    from hil_tests.emulators.sampling import sample_series
 
     out: list[Series] = []
     for a in scenario.assets:
@@ -301,15 +304,12 @@ def generate(scenario: Scenario, periods: dict[str, float] | None = None) -> lis
         n = int(scenario.duration / period)
         times = scenario.start + period * np.arange(1, n + 1, dtype=np.float64)
         quantities = CATEGORY_QUANTITIES[a.category]
-        cols = np.empty((len(quantities), len(times)))
         counter = a.category == "pedestrian-counter"
-        for i, t in enumerate(times.tolist()):
-            got = sim.sample(t, period) if counter else sim.sample(t)
-            cols[:, i] = [got[q] for q in quantities]
+        cols = sample_series(sim, times, period if counter else None)  # = sim.sample(t) per t
         profile = load_profile(DEFAULT_PROFILES[a.category])
         units = {q: profile.quantities[q].unit for q in quantities if q in profile.quantities}
         labels = [(f.start, f.end, f.kind) for f in sim.labels]
-        values = {q: cols[j] for j, q in enumerate(quantities) if q in units}
+        values = {q: cols[q] for q in quantities if q in units}
         out.append(Series(a.id, a.category, times, values, units, labels))
     return out
 
