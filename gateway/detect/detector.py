@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,9 @@ from gateway.detect import features
 from gateway.detect.bundle import MANIFEST, Bundle, load_bundle
 from gateway.errors import ModelError
 from gateway.readings import Quality, Reading, iso
+
+if TYPE_CHECKING:
+    from gateway.detect.columns import ColumnScores
 
 __all__ = ["AnomalyEvent", "Detector"]
 
@@ -165,8 +168,9 @@ class _Model:
         n = len(scores)
         self.rows += n
         self.seconds += seconds
-        idx = (self.recent_n + np.arange(n)) % RECENT
-        self.recent[idx] = scores[-RECENT:] if n > RECENT else scores
+        keep = min(n, RECENT)  # of more than RECENT scores only the newest are kept
+        idx = (self.recent_n + np.arange(n - keep, n)) % RECENT
+        self.recent[idx] = scores[n - keep :]
         self.recent_n += n
 
     def stats(self) -> dict[str, Any]:
@@ -258,6 +262,23 @@ class Detector:
         for asset, win in partial:
             self._provisional(asset, win)
         return events
+
+    def score_columns(
+        self, asset: str, times: npt.NDArray[np.float64],
+        columns: dict[str, npt.NDArray[np.float64]], ends: npt.NDArray[np.int64],
+    ) -> ColumnScores | None:  # fmt: skip
+        """One asset's whole series at once: what :meth:`score` gives its readings (each sample's
+        quantities at one time) fed in batches ending before each index of ``ends``.
+
+        Returns None, having changed nothing, for input it does not cover (a model quantity
+        missing or not finite, time going back, an asset already scored); see
+        :mod:`gateway.detect.columns`.
+        """
+        from gateway.detect import columns as cols
+
+        if not cols.supported(self, asset, times, columns):
+            return None
+        return cols.score_columns(self, asset, times, columns, ends)
 
     def _provisional(self, asset: str, win: _Window) -> None:
         """Readings of a row still missing quantities take the asset's current score and state.

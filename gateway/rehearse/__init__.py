@@ -10,8 +10,9 @@
 Scenarios (:mod:`~gateway.rehearse.scenario`) drive the physics emulators with scripted events
 and carry their labels; recordings (:mod:`~gateway.rehearse.recording`) are bounded captures of
 a running gateway's raw readings. Each side runs the real detector and the feed's encoding
-(:mod:`~gateway.rehearse.runner`); :mod:`~gateway.rehearse.report` renders a terminal table,
-JSON, or a self-contained HTML page with SVG plots. See docs/rehearsal.md.
+(:mod:`~gateway.rehearse.runner`; on columns where it can, :mod:`~gateway.rehearse.columnar`);
+:mod:`~gateway.rehearse.report` renders a terminal table, JSON, or a self-contained HTML page
+with SVG plots. See docs/rehearsal.md.
 """
 
 from __future__ import annotations

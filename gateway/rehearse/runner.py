@@ -8,6 +8,10 @@ A sample (one asset at one time) counts as flagged when its score reaches the as
 and the model is active (a shadow model's would-be alerts are counted apart);
 precision, recall, F1 and detection delay against the labels come from the models' own
 evaluation code (:func:`gateway.detect.training.metrics`).
+
+Input with every value present (scenarios) takes the columnar path of
+:mod:`~gateway.rehearse.columnar`: the same batches, scores, flags, alerts and exact byte counts
+without a ``Reading`` per value (``tests/rehearse/test_rowbytes.py`` pins it to this replay).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from gateway.rehearse.scenario import Series
 from gateway.rehearse.sides import Side
 
 __all__ = ["AssetTrace", "SideResult", "resample", "run_side"]
+
+Cuts = dict[str, npt.NDArray[np.int64]]  # per asset: the sample index where each batch ends
 
 
 @dataclass(slots=True)
@@ -63,16 +69,20 @@ class SideResult:
     backfill_bytes: int = 0
     score_seconds: float = 0.0
     batch_ms: list[float] = field(default_factory=list)
+    timed_readings: int = 0  # readings in the timed batches, when not all were timed
     models: dict[str, Any] = field(default_factory=dict)
 
     def latency(self) -> dict[str, float | None]:
         ms = np.asarray(self.batch_ms)
         if not ms.size:
-            return {"us_per_reading": None, "batch_p50_ms": None, "batch_p99_ms": None}
+            return {"us_per_reading": None, "batch_p50_ms": None, "batch_p99_ms": None,
+                    "timed_batches": 0}  # fmt: skip
         p50, p99 = np.percentile(ms, (50, 99)).tolist()
-        per = self.score_seconds / self.readings * 1e6 if self.readings else None
+        timed = self.timed_readings or self.readings
+        per = self.score_seconds / timed * 1e6 if timed else None
         return {"us_per_reading": None if per is None else round(per, 2),
-                "batch_p50_ms": round(p50, 3), "batch_p99_ms": round(p99, 3)}  # fmt: skip
+                "batch_p50_ms": round(p50, 3), "batch_p99_ms": round(p99, 3),
+                "timed_batches": int(ms.size)}  # fmt: skip
 
 
 def resample(series: Series, period: float | None) -> Series:
@@ -123,9 +133,35 @@ class _Feed:
 
 def run_side(side: Side, inputs: list[Series], outages: list[tuple[float, float]],
              batch: float = 5.0) -> SideResult:  # fmt: skip
-    """Replay ``inputs`` (already at this side's periods) through a fresh detector of ``side``."""
-    assets = {s.asset: s.category for s in inputs}
-    det = side.detector(assets)
+    """Replay ``inputs`` (already at this side's periods) through a fresh detector of ``side``.
+
+    Inputs with every value finite (scenarios) take the columnar path, with the same results;
+    the rest (a recording with gaps) is replayed reading by reading.
+    """
+    from gateway.rehearse.columnar import run_columns
+
+    edges, cuts = _batches(inputs, batch)
+    if all(_finite(s) for s in inputs):
+        result = run_columns(side, inputs, outages, edges, cuts)
+        if result is not None:
+            return result
+    return _run_readings(side, inputs, outages, edges, cuts)
+
+
+def _finite(s: Series) -> bool:
+    return all(bool(np.isfinite(v).all()) for v in s.values.values())
+
+
+def _batches(inputs: list[Series], batch: float) -> tuple[list[float], Cuts]:
+    """Batch ends in sample time, and per asset the sample index where each batch ends."""
+    start = min((float(s.times[0]) for s in inputs if len(s.times)), default=0.0)
+    end = max((float(s.times[-1]) for s in inputs if len(s.times)), default=0.0)
+    edges = np.arange(start, end + batch, batch) + batch  # batch k holds times < edges[k]
+    cuts = {s.asset: np.searchsorted(s.times, edges, side="left") for s in inputs}
+    return edges.tolist(), cuts
+
+
+def _new_result(side: Side, det: Any, inputs: list[Series]) -> SideResult:
     result = SideResult(side.name, side.source, {})
     modes = {c: m["mode"] for c, m in det.stats().items()}
     for s in inputs:
@@ -133,13 +169,18 @@ def run_side(side: Side, inputs: list[Series], outages: list[tuple[float, float]
         result.traces[s.asset] = AssetTrace(s.asset, s.category, thr, s.times,
                                             np.full(len(s.times), np.nan),
                                             active=modes.get(s.category) == "active")  # fmt: skip
+    return result
+
+
+def _run_readings(side: Side, inputs: list[Series], outages: list[tuple[float, float]],
+                  edges: list[float], cuts: Cuts, encode: bool = True) -> SideResult:  # fmt: skip
+    """The gateway's own path: ``Reading`` objects, ``Detector.score`` and ``encode_rows``."""
+    assets = {s.asset: s.category for s in inputs}
+    det = side.detector(assets)
+    result = _new_result(side, det, inputs)
     feed = _Feed(result, outages)
-    start = min((float(s.times[0]) for s in inputs if len(s.times)), default=0.0)
-    end = max((float(s.times[-1]) for s in inputs if len(s.times)), default=0.0)
-    edges = np.arange(start, end + batch, batch) + batch  # batch k holds times < edges[k]
-    cuts = {s.asset: np.searchsorted(s.times, edges, side="left") for s in inputs}
     prev = dict.fromkeys(assets, 0)
-    for k, edge in enumerate(edges.tolist()):
+    for k, edge in enumerate(edges):
         readings: list[Reading] = []
         owners: list[tuple[AssetTrace, int, int]] = []
         for s in inputs:
@@ -150,8 +191,10 @@ def run_side(side: Side, inputs: list[Series], outages: list[tuple[float, float]
                 prev[s.asset] = hi
         if readings:
             _score(det, readings, owners, result)
-        feed.offer(readings, edge)
-    feed.close()
+        if encode:
+            feed.offer(readings, edge)
+    if encode:
+        feed.close()
     result.models = det.stats()
     return result
 
