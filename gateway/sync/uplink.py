@@ -6,11 +6,17 @@ anything else, then resends every row still in the outbox, oldest first, in batc
 outbox only after all of its messages are acknowledged (QoS 1), so a crash or a cut connection
 means a resend, never a loss; consumers drop the duplicates by key and seq. The last will is a
 retained death on the status topic. Reconnects back off exponentially with jitter.
+
+Memory: a drain holds at most ``inflight`` messages of ``batch_max`` readings at once (each
+message's payload, and paho's packet of it until it is written). When a drain of at least two
+batches ends, the C heap it freed is handed back to the OS (glibc ``malloc_trim``): without that
+the process keeps the pages of its largest drain so far, which showed as RSS steps at outages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import json
 import logging
@@ -79,6 +85,12 @@ class Uplink:
         self.last_error: str | None = None  # why the last connection failed, safe to show
         self.last_ack_at: float | None = None
         self._latency_ms: deque[float] = deque(maxlen=4096)
+        self.memory_releases = 0
+        self._inflight = 0  # batches published and not yet acknowledged
+        self._busy_rows = 0  # rows taken from the outbox since the publisher was last idle
+        self._release_due = False  # a drain ended: release the freed heap once it is acknowledged
+        self._released_at = 0.0
+        self._release_timer: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
         self._live: asyncio.Queue[Message] = asyncio.Queue(maxsize=10_000)
         self._connected = asyncio.Event()
@@ -108,6 +120,8 @@ class Uplink:
             except (aiomqtt.MqttError, TimeoutError) as err:
                 log.warning("could not publish death on stop: %s", err)
         self._task.cancel()
+        if self._release_timer is not None:
+            self._release_timer.cancel()
         await self._stack.aclose()
 
     def notify(self) -> None:
@@ -228,6 +242,7 @@ class Uplink:
     async def _publisher(self, client: aiomqtt.Client) -> None:
         cursor = 0  # a new connection resends everything still in the outbox
         slots = asyncio.Semaphore(self.cfg.inflight)
+        self._busy_rows = self._inflight = 0  # a batch cancelled before it ran never counted down
         async with asyncio.TaskGroup() as tg:
             while True:
                 rows = await self.outbox.peek(cursor, self.cfg.batch_max)
@@ -235,29 +250,64 @@ class Uplink:
                     self._wake.clear()
                     rows = await self.outbox.peek(cursor, self.cfg.batch_max)
                     if not rows:
+                        self._idle()
                         await self._wake.wait()
                         continue
                 cursor = rows[-1].id
+                self._busy_rows += sum(b.count for b in rows)
                 await slots.acquire()
+                self._inflight += 1
                 tg.create_task(self._send_batch(client, rows, slots))
+
+    def _idle(self) -> None:
+        """The outbox has nothing more to send: if that ends a drain, release its memory."""
+        if self._busy_rows >= 2 * self.cfg.batch_max:
+            self._release_due = True
+        self._busy_rows = 0
+        self._maybe_release()
+
+    def _maybe_release(self) -> None:
+        """Once the last message of a drain is acknowledged, give the heap it freed back to the
+        OS; at most every 10 s, so a site that drains all the time does not pay it each time."""
+        now = time.monotonic()
+        if not self._release_due or self._inflight or self._release_timer is not None:
+            return
+        if (wait := self._released_at + 10.0 - now) > 0:  # again once the 10 s are over
+            self._release_timer = asyncio.get_running_loop().call_later(wait, self._release_later)
+            return
+        self._release_due = False
+        self._released_at = now
+        if release_freed_heap():
+            self.memory_releases += 1
+            log.debug(
+                "freed heap released after a drain in %.1f ms", (time.monotonic() - now) * 1e3
+            )
+
+    def _release_later(self) -> None:
+        self._release_timer = None
+        self._maybe_release()
 
     async def _send_batch(
         self, client: aiomqtt.Client, batches: list[Batch], slots: asyncio.Semaphore
     ) -> None:
         try:
+            first, last = batches[0].id, batches[-1].id
+            readings = [(b.count, b.received_at) for b in batches if b.kind == KIND_READINGS]
             msgs = self._projected([(t, p, False) for t, p in self._encode(batches, time.time())])
+            batches.clear()  # the stored rows are in the payloads now: do not hold them twice
             await asyncio.gather(*(client.publish(t, p, qos=1, timeout=60) for t, p, _r in msgs))
-            await self.outbox.ack(batches[0].id, batches[-1].id)
+            await self.outbox.ack(first, last)
         finally:
             slots.release()
+            self._inflight -= 1
         done = time.time()
         self.last_ack_at = done
         self.published_messages += len(msgs)
         self.published_bytes += sum(len(p) for _t, p, _r in msgs)
-        readings = [b for b in batches if b.kind == KIND_READINGS]
-        self.published_rows += sum(b.count for b in readings)
+        self.published_rows += sum(count for count, _at in readings)
         if readings:  # the oldest reading of the batch waited longest: record its latency
-            self._latency_ms.append((done - readings[0].received_at) * 1000.0)
+            self._latency_ms.append((done - readings[0][1]) * 1000.0)
+        self._maybe_release()
 
     def _encode(self, batches: list[Batch], now: float) -> list[tuple[str, bytes]]:
         """All reading batches as one readings message, each event as its own message."""
@@ -266,7 +316,7 @@ class Uplink:
         out = []
         if readings:
             backfill = now - readings[0].received_at > self.live_window
-            rows = ",".join(b.body for b in readings)
+            rows = [b.body for b in readings]
             payload = messages.readings_payload(
                 gw, session, now, readings[0].first_seq, readings[-1].last_seq, rows, backfill
             )
@@ -329,7 +379,30 @@ class Uplink:
             "reconnects": self.reconnects,
             "last_error": self.last_error,
             "downlink_refused": self.downlink_refused,
+            "memory_releases": self.memory_releases,
         }
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        fn = ctypes.CDLL(None).malloc_trim  # glibc; musl and other C libraries have none
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_heap() -> bool:
+    """Hand the free pages of every malloc arena back to the OS (what the process freed stays
+    mapped otherwise, at the size of its largest peak); False where the C library cannot."""
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
 
 
 class PinMismatch(ssl.SSLCertVerificationError):
