@@ -1,6 +1,6 @@
 """Soak: the demo site at 10x its normal rate for a long time, with random faults.
 
-    .venv/bin/python benchmarks/soak.py --minutes 30 [--json out.json]
+    .venv/bin/python benchmarks/soak.py --minutes 30 [--json out.json] [--probe DIR]
 
 The six demo assets (water quality, streetlights, pedestrian counters; in-process ``demo:``
 sources and the shipped anomaly models) sample every 0.1 s instead of every 1 s, and two ledger
@@ -14,8 +14,17 @@ its readings in/out/dropped. At the end it drains and settles the books:
 - ledger devices: every acknowledged id received (after dedupe), none lost;
 - all assets: the feed seqs received have no hole that is not a reported drop ("unexplained
   loss" = holes minus reported drops, must be 0);
-- memory: per gateway life longer than twice the warm-up, the highest RSS of the last third
-  against the highest of the first third after warm-up.
+- memory, per gateway life longer than twice the warm-up (and with at least 6 samples after
+  it): the highest RSS of the last third of the samples after warm-up may be at most 4 MiB above
+  the highest of the first third; in a life of 10 minutes or more it must also have reached its
+  ceiling: the last third at most 1 MiB above the middle third. Each sample also splits the RSS
+  into the C heap of the main thread (``[heap]``), the other threads' malloc arenas
+  (64 MiB-aligned anonymous mappings: the store thread, where SQLite's page cache lives), other
+  anonymous memory (Python's object arenas, large chunks) and file-backed pages.
+
+``--probe DIR`` loads ``benchmarks/memprobe`` into the gateway process: it adds to each sample
+the C heap in use and free (glibc ``mallinfo2``) and SQLite's own memory, and writes its lines
+to ``DIR``; see that module for tracemalloc snapshots and a ``malloc_trim`` trigger.
 
 Readings of the in-process demo sources that sat in the ingest queue at a kill -9 were never
 acknowledged (those sources cannot resend): the contract does not cover them and they are not
@@ -45,6 +54,7 @@ from gateway.commands.demo import write_site as write_demo_site
 from hil_tests.faults.ledger import Consumer, GatewayProcess, LedgerDevice, drained, settle
 
 DEMO_BASE = "twinedge/v1/harbour/gw-demo"
+PROBE = Path(__file__).with_name("memprobe")
 
 
 def site_file(tmp: Path, mq_port: int, devices: list[LedgerDevice]) -> tuple[Path, int]:
@@ -69,6 +79,40 @@ def proc_figures(pid: int) -> tuple[int, int]:
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1])
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_split(pid: int) -> dict[str, int]:
+    """RSS (KiB) by kind of mapping, from /proc/PID/smaps."""
+    out = {"heap": 0, "arenas": 0, "anon": 0, "file": 0}
+    kind = "anon"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=6)
+        if "-" in head[0] and not head[0].endswith(":"):
+            start = int(head[0].split("-")[0], 16)
+            name = head[5] if len(head) > 5 else ""
+            if name == "[heap]":
+                kind = "heap"
+            elif name.startswith("/"):
+                kind = "file"
+            elif not name and start % (64 << 20) == 0:
+                kind = "arenas"  # glibc's per-thread heaps are aligned to their 64 MiB size
+            else:
+                kind = "anon"
+        elif head[0] == "Rss:":
+            out[kind] += int(head[1])
+    return out
+
+
+def probe_line(directory: Path, pid: int) -> dict[str, Any]:
+    """The last line the memory probe wrote in the gateway process ``pid``."""
+    try:
+        lines = (directory / f"probe-{pid}.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    if not lines:
+        return {}
+    doc: dict[str, Any] = json.loads(lines[-1])
+    return {k: v for k, v in doc.items() if k not in ("t", "rss_kib")}
 
 
 class Soak:
@@ -97,13 +141,18 @@ class Soak:
             row = {
                 "t": self.now(),
                 "rss_kib": rss,
+                "rss_split_kib": rss_split(gw.pid),
                 "fds": fds,
                 "in": st["readings"]["in"],
                 "out": st["readings"]["out"],
                 "backlog": st["buffer"]["rows"],
                 "dropped": st["buffer"]["dropped"]["total"],
                 "boot": st["gateway"]["boot"],
+                "uplink": st["uplink"].get("state"),
+                "memory_releases": st["uplink"].get("memory_releases"),
             }
+            if self.args.probe:
+                row.update(probe_line(self.args.probe, gw.pid))
             self.samples.append(row)
             self.lives[-1].append((st["gateway"]["uptime_s"], rss, fds))
             print(json.dumps(row), flush=True)
@@ -132,7 +181,12 @@ class Soak:
         for d in self.devices:
             await d.__aenter__()
         site, api = site_file(self.tmp, self.mq.port, self.devices)
-        async with GatewayProcess(site, api) as gw, asyncio.TaskGroup() as tg:
+        env = {}
+        if a.probe:
+            a.probe.mkdir(parents=True, exist_ok=True)
+            path = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))
+            env = {"PYTHONPATH": path, "TWINEDGE_MEMPROBE": str(a.probe.resolve())}
+        async with GatewayProcess(site, api, env) as gw, asyncio.TaskGroup() as tg:
             sampler = tg.create_task(self.sampler(gw))
             end = time.monotonic() + a.minutes * 60
             while (left := end - time.monotonic()) > 0:
@@ -165,22 +219,8 @@ class Soak:
     def report(self, consumer: Consumer, status: dict[str, Any]) -> dict[str, Any]:
         dropped = status["buffer"]["dropped"]["total"]
         books = settle("soak", self.devices, consumer, dropped)
-        memory = []
-        for life in self.lives:
-            warm = [x for x in life if x[0] >= self.args.warmup]
-            if len(warm) >= 6:
-                third = len(warm) // 3
-                memory.append(
-                    {
-                        "seconds": round(warm[-1][0], 1),
-                        "rss_kib_first_third_max": max(x[1] for x in warm[:third]),
-                        "rss_kib_last_third_max": max(x[1] for x in warm[-third:]),
-                        "fds_min_max": [min(x[2] for x in warm), max(x[2] for x in warm)],
-                    }
-                )
-        flat = all(
-            m["rss_kib_last_third_max"] <= m["rss_kib_first_third_max"] + 4096 for m in memory
-        )
+        memory = [m for life in self.lives if (m := life_memory(life, self.args.warmup))]
+        flat = all(m["flat"] for m in memory)
         unexplained = max(0, books.missing_seqs - dropped)
         names = {d.name for d in self.devices}
         ledger_rows = [v for v in consumer.rows.values() if v[0] in names]
@@ -208,6 +248,27 @@ class Soak:
         }
 
 
+def life_memory(life: list[tuple[float, int, int]], warmup: float) -> dict[str, Any] | None:
+    """The memory verdict of one gateway life (uptime, RSS, fds samples), None if too short."""
+    warm = [x for x in life if x[0] >= warmup]
+    if len(warm) < 6 or warm[-1][0] < 2 * warmup:
+        return None
+    third = len(warm) // 3
+    first = max(x[1] for x in warm[:third])
+    middle = max(x[1] for x in warm[third:-third])
+    last = max(x[1] for x in warm[-third:])
+    ceiling = warm[-1][0] < 600 or last <= middle + 1024
+    return {
+        "seconds": round(warm[-1][0], 1),
+        "samples_after_warmup": len(warm),
+        "rss_kib_at_warmup": warm[0][1],
+        "rss_kib_first_middle_last_third_max": [first, middle, last],
+        "rss_kib_min_max": [min(x[1] for x in warm), max(x[1] for x in warm)],
+        "fds_min_max": [min(x[2] for x in warm), max(x[2] for x in warm)],
+        "flat": last <= first + 4096 and ceiling,
+    }
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="twinedge-soak-") as tmp:
         mq_dir = Path(tmp) / "mosquitto"
@@ -229,6 +290,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=6)
     p.add_argument("--faults", default="kill9,broker,flap", help="faults to draw from")
     p.add_argument("--json", type=Path)
+    p.add_argument("--probe", type=Path, help="load the memory probe; its lines go to this dir")
     args = p.parse_args()
     result = asyncio.run(main_async(args))
     text = json.dumps(result, indent=2)
