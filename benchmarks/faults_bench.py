@@ -6,7 +6,9 @@ Three ledger devices (outside the gateway, node wire protocol over TCP, resend u
 acknowledged) feed `twinedge run` in a subprocess; the gateway is killed with SIGKILL at a random
 moment 0.1-0.8 s after each start; a persistent-session consumer on a real mosquitto records
 the feed. Prints the ledger line (emitted, acknowledged, committed, received, after dedupe,
-dropped, missing) and the restart figures, and exits 1 if the durability contract was broken.
+device resends stored twice, dropped, missing) and the restart figures, and exits 1 if the
+durability contract was broken: an acknowledged reading missing, or one stored twice (a device's
+resend of a frame committed just before a kill must be acknowledged again, not stored again).
 Not a test: see hil_tests/faults/test_kill9.py for the CI version (20 kills).
 """
 
@@ -39,6 +41,7 @@ async def run(kills: int, rate: float, seed: int) -> dict[str, object]:
         and books.dropped == 0
         and books.conflicts == 0
         and books.unique_ids == books.emitted
+        and books.device_resends == 0
     )
     print(books.line())
     return {
@@ -48,6 +51,7 @@ async def run(kills: int, rate: float, seed: int) -> dict[str, object]:
         "devices": 3,
         "ledger": {k: v for k, v in vars(books).items() if k not in ("scenario", "extra")},
         "deaths_by_will": books.extra["deaths_by_will"],
+        "resent_frames_not_stored": books.extra["resent_frames_not_stored"],
         "restart_to_birth_s": figures["restart_to_birth_s"],
         "sessions": figures["sessions"],
         "contract_held": ok,

@@ -12,6 +12,7 @@ the outbox before the twin shows it and before anything upstream sees it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -252,7 +253,8 @@ class Gateway:
     # -- devices -------------------------------------------------------------------------------
 
     async def _run_device(self, asset: AssetConfig) -> None:
-        ctx = SourceContext(asset.id, asset.profile, options=self.options)
+        committed = functools.partial(self.outbox.committed, asset.id)
+        ctx = SourceContext(asset.id, asset.profile, options=self.options, committed=committed)
         self.contexts[asset.id] = ctx
         spec = asset.source
         if asset.period is not None and "period" not in spec.params:
@@ -270,10 +272,12 @@ class Gateway:
 
     async def _ingest(self) -> None:
         q = self.queue
+        carried: list[Reading] = []
         while True:
-            batch = [await q.get()]
+            batch = carried or [await q.get()]
             while len(batch) < INGEST_BATCH and not q.empty():
                 batch.append(q.get_nowait())
+            batch, carried = _whole_frames(batch) if not q.empty() else (batch, [])
             try:
                 await self._take(batch)
             finally:
@@ -530,3 +534,24 @@ class Gateway:
     def events(self) -> AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]:
         """A live subscription to readings, anomalies, liveness changes and warnings."""
         return self.hub.subscribe()
+
+
+def _whole_frames(batch: list[Reading]) -> tuple[list[Reading], list[Reading]]:
+    """Split a batch cut by its size limit into what to commit now and what waits for the next
+    batch: each device's last frame (readings with a ``boot``), which may go on in the queue. A
+    frame is marked committed and acknowledged with the batch that holds it, so it must be whole
+    there, or a crash between two batches would lose its rest. (A frame's readings are queued
+    together, in device order; only a full queue can put other devices' readings between them.)
+    """
+    last: dict[tuple[str, str], tuple[int, int]] = {}
+    for r in reversed(batch):
+        if r.boot is not None and (r.asset, r.device) not in last:
+            last[(r.asset, r.device)] = (r.boot, r.seq)
+    if not last:
+        return batch, []
+    now: list[Reading] = []
+    later: list[Reading] = []
+    for r in batch:
+        ends = r.boot is not None and last[(r.asset, r.device)] == (r.boot, r.seq)
+        (later if ends else now).append(r)
+    return (now, later) if now else (batch, [])

@@ -10,6 +10,12 @@ every drop is counted per asset in the store itself.
 Each append is one stored batch: its readings are encoded once, as the feed's JSON rows, so a
 publish is a concatenation and an ack deletes one SQLite row per batch, not one per reading. All
 SQLite work runs on one dedicated thread, so blocking fsyncs never stall the event loop.
+
+Readings that name their device frame (``device``, ``boot``, ``seq``: sources whose devices
+resend until acknowledged) leave a mark in the same transaction as their rows
+(:mod:`gateway.marks`), so :meth:`Outbox.committed` can tell a resend of a committed frame after
+a crash from a frame never stored. The marks survive restarts and the write-back of a removed
+file; a corrupt store moved aside takes them with it (the fresh store has none).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from gateway.errors import TwinedgeError
+from gateway.marks import FrameMarks, Mark, MarkUpdate
 from gateway.readings import Reading
 
 __all__ = ["KIND_EVENT", "KIND_READINGS", "Batch", "Outbox", "StoreError", "encode_rows"]
@@ -57,6 +64,13 @@ class Batch:
 
 def _ms(t: float | None) -> float | None:
     return None if t is None else round(t, 3)
+
+
+def _marks(readings: Sequence[Reading]) -> Iterator[Mark]:
+    """The device frames a batch holds: readings whose source knows the device's boot."""
+    for r in readings:
+        if r.boot is not None:
+            yield (r.asset, r.device, r.boot, r.seq)
 
 
 def encode_rows(readings: Sequence[Reading], first_seq: int) -> str:
@@ -94,6 +108,11 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         "CREATE TABLE twins (asset TEXT PRIMARY KEY, revision INTEGER NOT NULL,"
         " state TEXT NOT NULL);",
     ),
+    (
+        "0003_frame_marks",
+        "CREATE TABLE frame_marks (asset TEXT NOT NULL, device TEXT NOT NULL,"
+        " boots TEXT NOT NULL, stamp INTEGER NOT NULL, PRIMARY KEY (asset, device));",
+    ),
 )
 
 
@@ -124,6 +143,7 @@ class Outbox:
         self.recovered_from: Path | None = None  # set when a corrupt file was moved aside
         self.file_restores = 0  # times the file was removed while open and written back
         self.next_seq = 1
+        self.marks = FrameMarks()  # device frames committed (resends are not stored twice)
         self._db: sqlite3.Connection | None = None
         self._exec = ThreadPoolExecutor(1, thread_name_prefix="twinedge-store")
         self._page_size = 4096
@@ -169,6 +189,10 @@ class Outbox:
         self.next_seq = int(meta["next_seq"])
         self.rows = db.execute("SELECT coalesce(sum(count), 0) FROM outbox").fetchone()[0]
         self.dropped = dict(db.execute("SELECT asset, count FROM drops").fetchall())
+        if bad := self.marks.load(
+            db.execute("SELECT asset, device, boots, stamp FROM frame_marks")
+        ):
+            log.warning("store %s: %d unreadable frame marks ignored", self.path, bad)
         self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
 
     def _connect(self) -> sqlite3.Connection:
@@ -315,6 +339,7 @@ class Outbox:
                          json.dumps(body, separators=(",", ":"))))  # fmt: skip
             seq += 1
         count = seq - self.next_seq
+        marks = self.marks.plan(_marks(readings), seq - 1)
         with self._atomic() as db:
             self._make_room(db, count)
             db.executemany(
@@ -323,9 +348,24 @@ class Outbox:
                 rows,
             )
             db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (str(seq),))
+            if marks is not None:
+                self._write_marks(db, marks)
+        self.marks.apply(marks)  # only now: a mark of a frame not committed would lose it
         self.next_seq = seq
         self.rows += count
         return seq - 1
+
+    @staticmethod
+    def _write_marks(db: sqlite3.Connection, update: MarkUpdate) -> None:
+        db.executemany(
+            "DELETE FROM frame_marks WHERE asset = ? AND device = ?", list(update.forgotten)
+        )
+        db.executemany("INSERT OR REPLACE INTO frame_marks VALUES (?, ?, ?, ?)", update.rows())
+
+    def committed(self, asset: str, device: str, boot: int | None, seq: int) -> bool:
+        """Whether frame ``seq`` of ``device`` (of ``asset``) in its boot ``boot`` (any boot if
+        None) is committed: a resend of it after a crash is acknowledged again, not stored."""
+        return self.marks.committed(asset, device, boot, seq)
 
     def _make_room(self, db: sqlite3.Connection, incoming: int) -> None:
         excess = self.rows + incoming - self.max_rows

@@ -49,7 +49,9 @@ class Reading:
 
     ``device`` and ``seq`` identify the reading at its source (node id and the node's sequence
     number, or the driver's own counter) so gaps and duplicates can be found; ``score`` is set by
-    the anomaly stage.
+    the anomaly stage. ``boot`` is set by a source whose device resends until acknowledged and
+    announces a boot number per start (a twinedge node's hello): ``(device, boot, seq)`` then
+    names the frame across gateway restarts, and the store records it as committed.
     """
 
     asset: str
@@ -62,6 +64,7 @@ class Reading:
     device: str = ""
     seq: int = 0
     score: float | None = None
+    boot: int | None = None
 
     @property
     def time(self) -> float:

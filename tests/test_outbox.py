@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 import textwrap
 from pathlib import Path
@@ -102,7 +103,8 @@ async def test_crash_between_insert_and_ack_loses_nothing(tmp_path: Path) -> Non
         from gateway.readings import Reading
         async def main():
             box = await Outbox({str(path)!r}, synchronous="full").__aenter__()
-            rows = [Reading("a1", "t", float(i), "CEL", time.time(), seq=i) for i in range(500)]
+            rows = [Reading("a1", "t", float(i), "CEL", time.time(), device="n1", seq=i // 5,
+                            boot=7) for i in range(500)]
             last = await box.append(rows)
             print(last, flush=True)  # committed: the source may now be acknowledged
             await asyncio.Event().wait()  # ... and the process dies before any PUBACK
@@ -122,6 +124,9 @@ async def test_crash_between_insert_and_ack_loses_nothing(tmp_path: Path) -> Non
         assert [r[0] for r in rows] == list(range(1, 501))
         assert [r[3] for r in rows] == [float(i) for i in range(500)]
         assert await box.append(readings(1)) == 501
+        # the frames' marks were in the same commit: a resend after the crash is recognised
+        assert all(box.committed("a1", "n1", 7, f) for f in range(100))
+        assert not box.committed("a1", "n1", 7, 100)
 
 
 async def test_corrupt_store_is_moved_aside(tmp_path: Path) -> None:
@@ -149,3 +154,66 @@ async def test_twin_snapshots_round_trip(tmp_path: Path) -> None:
         await box.save_twins({"a1": (8, {"revision": 8, "state": {"t": {"value": 1}}})})
     async with Outbox(tmp_path / "s.db") as box:
         assert await box.load_twins() == {"a1": {"revision": 8, "state": {"t": {"value": 1}}}}
+
+
+def frames(seqs: range, boot: int = 7, asset: str = "a1", per: int = 3) -> list[Reading]:
+    """Readings of device frames, as a serial node sends them: ``per`` values a frame."""
+    return [Reading(asset, f"q{i}", float(i), "C62", 1.0, device="n1", seq=s, boot=boot)
+            for s in seqs for i in range(per)]  # fmt: skip
+
+
+async def test_device_frames_are_marked_in_the_commit_and_kept_across_restarts(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    async with Outbox(path) as box:
+        assert await box.append(frames(range(1, 5))) == 12
+        await box.append(readings(3))  # readings without a boot leave no mark
+        assert box.committed("a1", "n1", 7, 4) and not box.committed("a1", "n1", 7, 5)
+        assert not box.committed("a1", "n1", 8, 1) and len(box.marks) == 1
+    async with Outbox(path) as box:
+        assert box.committed("a1", "n1", 7, 1) and box.committed("a1", "n1", 7, 4)
+        await box.append(frames(range(5, 7)) + frames(range(1, 3), boot=9))
+    async with Outbox(path) as box:
+        assert box.marks.boots("a1", "n1") == ((7, ((1, 6),)), (9, ((1, 2),)))
+
+
+async def test_marks_and_rows_commit_together_or_not_at_all(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "s.db") as box:
+        await box.append(frames(range(1, 3)))
+        assert box._db is not None
+        box._db.execute(  # fault injection: writing the marks fails after the rows went in
+            "CREATE TEMP TRIGGER fail BEFORE INSERT ON frame_marks"
+            " BEGIN SELECT RAISE(ABORT, 'injected'); END"
+        )
+        with pytest.raises(sqlite3.DatabaseError, match="injected"):
+            await box.append(frames(range(3, 5)))
+        assert box.rows == 6 and len(rows_of(await box.peek(0, 100))) == 6  # rows rolled back
+        assert not box.committed("a1", "n1", 7, 3)  # and not marked: the resend is taken
+        assert box.next_seq == 7
+        box._db.execute("DROP TRIGGER fail")
+        assert await box.append(frames(range(3, 5))) == 12
+        assert box.committed("a1", "n1", 7, 4)
+
+
+async def test_marks_survive_the_store_written_back_after_removal(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with Outbox(path) as box:
+        await box.append(frames(range(1, 4)))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink()
+        await box.append(frames(range(4, 6)))  # notices, writes the store back, commits
+        assert box.file_restores == 1
+    async with Outbox(path) as box:
+        assert box.marks.boots("a1", "n1") == ((7, ((1, 5),)),)
+
+
+async def test_a_corrupt_store_moved_aside_forgets_the_marks(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with Outbox(path) as box:
+        await box.append(frames(range(1, 4)))
+    with path.open("r+b") as f:
+        f.write(b"this is not a database" * 500)
+    async with Outbox(path) as box:
+        assert box.recovered_from is not None
+        assert not box.committed("a1", "n1", 7, 1)  # a resend is stored again (documented)

@@ -97,6 +97,12 @@ class SourceContext:
     #: ``(device, seq)`` for every (device, seq) whose readings it committed to the outbox, so
     #: the device frees its buffer only for readings that can no longer be lost
     on_commit: Callable[[str, int], None] | None = None
+    #: set by the gateway: ``committed(device, boot, seq)`` tells whether the store already
+    #: committed that frame (readings carrying ``boot``; ``boot`` None: under any boot it
+    #: remembers). A device resends what it holds after a gateway crash; a frame committed in
+    #: the instant before the crash, but not yet acknowledged, must be acknowledged again (and
+    #: counted in ``duplicates``), not stored again
+    committed: Callable[[str, int | None, int], bool] | None = None
 
 
 @runtime_checkable

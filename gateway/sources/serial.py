@@ -16,11 +16,17 @@ has committed its readings to the outbox (``SourceContext.on_commit``), so the n
 only when it can no longer be lost; the cumulative ``upto`` is never used, because after a
 gateway restart nothing tells which older frames the node still holds. A resent frame that
 already arrived counts in ``duplicates``, is not yielded again, and is acknowledged again if it
-was committed (the first ack was lost);
-a sequence number still missing ``gap_after`` later counts in ``gaps``. A node's hello fills
+was committed (the first ack was lost); so is a frame the store committed before a gateway
+crash whose ack the crash swallowed (``SourceContext.committed``, asked by node, boot and seq:
+readings carry the node's ``boot``, so the store marks the frame committed). A
+sequence number still missing ``gap_after`` later counts in ``gaps``. A node's hello fills
 ``device_info`` (node id, firmware, sensors with units and periods); a node heard without one
-(the gateway started after it) is asked for a hello. A port that goes away
-raises :class:`~gateway.errors.SourceError`; the supervisor reopens it (hot-plug).
+(the gateway restarted while the node was online) is asked for a hello. Until it tells its boot,
+a frame whose seq the store has committed under some boot of that node may be a resend: it is
+left with the node (neither taken nor acknowledged; the node resends it) for up to
+``HELLO_WAIT``, then taken. Other frames are taken at once, without a boot (so without a mark).
+A port that goes away raises :class:`~gateway.errors.SourceError`; the supervisor reopens it
+(hot-plug).
 """
 
 from __future__ import annotations
@@ -50,13 +56,15 @@ MAX_PENDING = 4096  # missing sequence numbers remembered per node
 MAX_RX = 1 << 16  # bytes read but not yet decoded; beyond this the oldest are dropped
 LOG_EVERY = 5.0  # seconds between warnings about bad frames from one port
 HELLO_RETRY = 5.0  # seconds between requests for a hello from a node that has not sent one
+HELLO_WAIT = 15.0  # seconds a possible resend waits for its node's hello before it is taken
 
 
 class NodeState:
     """Sequence bookkeeping for one node boot: what arrived, what is missing, what awaits commit."""
 
-    def __init__(self, boot: int | None) -> None:
+    def __init__(self, boot: int | None, now: float = 0.0) -> None:
         self.boot = boot
+        self.heard = now  # when the node was first heard (while its boot is unknown)
         self.base: int | None = None  # first seq heard since the gateway started
         self.high = 0
         self.pending: dict[int, float] = {}  # missing seq -> when it went missing
@@ -244,6 +252,10 @@ class SerialSource:
         node = msg["node"]
         self.node = node
         state = self.nodes.get(node)
+        if state is not None and state.boot is None and msg["seq"] >= state.high:
+            # heard before its hello: the same boot (it has sent what we heard), keep the books
+            # so the frames taken meanwhile are still acknowledged when committed
+            state.boot = msg["boot"]
         if state is None or state.boot != msg["boot"]:
             if state is not None:
                 gaps = len(state.pending)
@@ -277,13 +289,23 @@ class SerialSource:
         self.node = node
         state = self.nodes.get(node)
         if state is None:
-            state = self.nodes[node] = NodeState(None)
-        if state.boot is None and now - state.asked >= HELLO_RETRY:
-            state.asked = now  # readings from a node whose hello we missed: ask for one
-            self._cmd_seq += 1
-            self._send({"type": "command", "node": node, "seq": self._cmd_seq, "command": "hello"})
+            state = self.nodes[node] = NodeState(None, now)
+        if state.boot is None:
+            if now - state.asked >= HELLO_RETRY:
+                state.asked = now  # readings from a node whose hello we missed: ask for one
+                self._cmd_seq += 1
+                self._send({"type": "command", "node": node, "seq": self._cmd_seq,
+                            "command": "hello"})  # fmt: skip
+            if now - state.heard < HELLO_WAIT and self._stored_before(node, None, seq):
+                # maybe a resend of a frame committed before a crash; its boot will tell:
+                # leave it with the node (no ack), which resends it after its hello
+                return
         new, lost = state.accept(seq, now)
         self.ctx.counters.gaps += lost + state.expire(now, self.gap_after)
+        if new and state.boot is not None and self._stored_before(node, state.boot, seq):
+            self.ctx.counters.duplicates += 1
+            self._ack(node, seq)  # a resend of what the store committed before a crash
+            return
         if not new:
             self.ctx.counters.duplicates += 1
             since = state.inflight.get(seq)
@@ -295,7 +317,8 @@ class SerialSource:
             log.warning("%s@%s: frame %d never reached the store; taking it again",
                         node, self.port, seq)  # fmt: skip
         made = (
-            self._reading(node, seq, name, raw, msg["time"], now) for name, raw in msg["values"]
+            self._reading(node, state.boot, seq, name, raw, msg["time"], now)
+            for name, raw in msg["values"]
         )
         readings = [r for r in made if r is not None]
         if not readings:
@@ -303,6 +326,19 @@ class SerialSource:
             return
         state.inflight[seq] = now
         yield from readings
+
+    def _stored_before(self, node: str, boot: int | None, seq: int) -> bool:
+        """Whether the store committed frame ``seq`` of ``node`` in its boot ``boot`` (any boot it
+        remembers if None) before this gateway process heard it."""
+        if self.ctx.committed is None or not self.ctx.committed(node, boot, seq):
+            return False
+        if boot is None:
+            log.debug("%s@%s: frame %d may be a resend; left with the node until its hello",
+                      node, self.port, seq)  # fmt: skip
+        else:
+            log.debug("%s@%s: frame %d (boot %d) was committed before; acknowledged again, "
+                      "not stored again", node, self.port, seq, boot)  # fmt: skip
+        return True
 
     def _ack(self, node: str, seq: int) -> None:
         self._send({"type": "ack", "node": node, "seq": 0, "upto": 0, "got": seq})
@@ -314,7 +350,14 @@ class SerialSource:
             self._ack(node, seq)
 
     def _reading(
-        self, node: str, seq: int, name: str, raw: float, t: float | None, now: float
+        self,
+        node: str,
+        boot: int | None,
+        seq: int,
+        name: str,
+        raw: float,
+        t: float | None,
+        now: float,
     ) -> Reading | None:
         q = self.fields.get(name)
         if q is None:
@@ -340,6 +383,7 @@ class SerialSource:
             quality=quality,
             device=node,
             seq=seq,
+            boot=boot,
         )
 
     def _on_error(self, msg: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@
   committed (its seq counter), what the consumer received before and after removing duplicates,
   and what the gateway reported as dropped. :class:`Books` prints that line and checks the
   contract: nothing acknowledged is missing unless it is counted in the reported drops, and
-  nothing counts twice after dedupe.
+  nothing counts twice: after dedupe by seq no reading is left twice under two seqs (a device's
+  resend of a frame committed before a crash is acknowledged again, not stored again).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from paho.mqtt.properties import Properties
 from edge_node import protocol
 from edge_node.buffer import SendBuffer
 from gateway.broker import free_port
+from hil_tests.faults.ledger_source import RESEND_LOG
 
 __all__ = [
     "BASE",
@@ -452,7 +454,7 @@ class Books:
     received: int = 0  # reading rows the consumer got, duplicates included
     unique_seqs: int = 0  # after removing uplink resends by seq
     unique_ids: int = 0  # after also removing device resends by (asset, id)
-    device_resends: int = 0  # ids received under two seqs (committed twice across a crash)
+    device_resends: int = 0  # ids received under two seqs (stored twice across a crash): 0
     dropped: int = 0  # what the gateway reported as dropped (status buffer.dropped.total)
     missing_acked: int = 0  # acknowledged ids not received
     missing_seqs: int = 0  # seqs 1..committed not received
@@ -484,6 +486,7 @@ class Books:
                 self.dropped,
             )
         assert self.unique_ids + self.missing_acked >= self.acked
+        assert self.device_resends == 0, "a device's resend was stored a second time"
 
 
 def settle(scenario: str, devices: list[LedgerDevice], consumer: Consumer, dropped: int) -> Books:
@@ -572,6 +575,8 @@ async def kill9_cycles(
             raise
     books = settle(f"kill9 x{gw.kills}", devices, consumer, status["buffer"]["dropped"]["total"])
     books.extra["deaths_by_will"] = sum(d["reason"] == "lost" for d in consumer.deaths)
+    # frames committed just before a kill and resent by their device, not stored again
+    books.extra["resent_frames_not_stored"] = gw.log.read_text(errors="replace").count(RESEND_LOG)
     restarts.sort()
     figures = {
         "kills": gw.kills,

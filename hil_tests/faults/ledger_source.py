@@ -6,9 +6,11 @@ readings, ack) over TCP instead of a UART. This driver turns each value of a rea
 one Reading and acknowledges a frame only from ``SourceContext.on_commit``, that is after the
 gateway committed it to the outbox; the device keeps every unacknowledged frame and resends it
 on the next connection. Within one gateway process a resent frame is recognised by its node
-sequence number and counted as a duplicate; after a gateway crash that memory is gone, so frames
-committed but not yet acknowledged arrive a second time (docs/durability.md says how a consumer
-removes them).
+sequence number and counted as a duplicate; after a gateway crash that memory is gone, and a
+frame committed but not yet acknowledged when the gateway died arrives a second time: the
+store's record of committed frames (``SourceContext.committed``, by node, boot and seq; readings
+carry the boot) tells it apart, so it is acknowledged again, counted as a duplicate and not
+stored twice, as the serial source does.
 
 The fault tests register the ``ledger`` scheme in the gateway subprocess through
 :mod:`hil_tests.faults.launch`.
@@ -17,6 +19,7 @@ The fault tests register the ``ledger`` scheme in the gateway subprocess through
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -27,7 +30,10 @@ from gateway.errors import SourceError
 from gateway.readings import Quality, Reading
 from gateway.sources import SourceContext, SourceSpec
 
-__all__ = ["LedgerSource", "open"]
+__all__ = ["RESEND_LOG", "LedgerSource", "open"]
+
+log = logging.getLogger("twinedge.faults.ledger")
+RESEND_LOG = "committed before a restart: acknowledged again, not stored"
 
 #: per gateway process, per (asset, node boot): highest frame seq yielded and committed. They
 #: outlive one connection: a reading committed while the device is reconnecting is acknowledged
@@ -120,11 +126,21 @@ class LedgerSource:
                 _send_ack(self.ctx.asset, _COMMITTED[key])  # its ack went to an old connection
             return []
         _YIELDED[key] = seq
+        committed = self.ctx.committed
+        if committed is not None and committed(msg["node"], self.boot, seq):
+            # stored before the gateway crashed, not acknowledged: acknowledge, do not store.
+            # (Acks here are cumulative: the store commits a device's frames in order, so
+            # everything below a committed frame is committed too, unless a full disk refused it.)
+            self.ctx.counters.duplicates += 1
+            log.info("%s: frame %d (boot %d) %s", self.ctx.asset, seq, self.boot, RESEND_LOG)
+            _COMMITTED[key] = max(_COMMITTED.get(key, 0), seq)
+            _send_ack(self.ctx.asset, _COMMITTED[key])
+            return []
         self.ctx.counters.frames_ok += 1
         now = time.time()
         return [
             Reading(self.ctx.asset, name, value, "C62", now, msg["time"], Quality.GOOD,
-                    msg["node"], seq)
+                    msg["node"], seq, boot=self.boot)
             for name, value in msg["values"]
         ]  # fmt: skip
 

@@ -8,7 +8,9 @@ identified by ``(asset, quantity, observed_at in ms)``. The contract: at the end
 nodes made is acknowledged (their buffers are empty, nothing overflowed) and every acknowledged
 reading arrived: the serial source acknowledges a frame only after its readings are committed,
 and never cumulatively past what it committed, so frames queued at a crash or made while the
-gateway was down stay with the node until they are stored.
+gateway was down stay with the node until they are stored. And none arrived twice: a frame
+committed in the instant before a kill, whose ack the kill swallowed, is resent by its node and
+found in the store's record of committed frames (node, boot, seq): acknowledged, not stored again.
 """
 
 from __future__ import annotations
@@ -106,3 +108,4 @@ async def test_kill9_with_serial_nodes(tmp_path: Path, mq: MosquittoProcess) -> 
     assert all(b.node.uplink.buffer.dropped == 0 for b in books)  # no node buffer overflow
     assert ledger.missing_acked == 0 and ledger.dropped == 0
     assert ledger.unique_ids == ledger.emitted
+    assert ledger.device_resends == 0 and ledger.unique_seqs == ledger.emitted  # none twice
