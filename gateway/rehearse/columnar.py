@@ -16,6 +16,7 @@ replayed reading by reading instead (with a warning).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ def run_columns(side: Side, inputs: list[Series], outages: list[tuple[float, flo
     det = side.detector({s.asset: s.category for s in inputs})
     result = _new_result(side, det, inputs)
     bytes_per_sample: dict[str, I64] = {}
+    times: dict[bytes, I64] = {}  # assets sampled at the same times share their lengths
     for s in inputs:
         cut = cuts[s.asset]
         got = det.score_columns(s.asset, s.times, s.values, np.unique(cut[cut > 0]))
@@ -60,18 +62,21 @@ def run_columns(side: Side, inputs: list[Series], outages: list[tuple[float, flo
                 else:
                     trace.shadow_alerts += 1
                 trace.alert_times.append(e.observed_at)
-        bytes_per_sample[s.asset] = _row_bytes(s, got)
+        bytes_per_sample[s.asset] = _row_bytes(s, got, times)
         result.readings += len(s.times) * len(s.values)
     _count_feed(result, inputs, outages, edges, cuts, bytes_per_sample)
     result.models = det.stats()
     return result if _time_live(side, inputs, edges, cuts, result) else None
 
 
-def _row_bytes(s: Series, got: ColumnScores) -> I64:
+def _row_bytes(s: Series, got: ColumnScores, seen: dict[bytes, I64]) -> I64:
     """Bytes of each sample's rows in the feed, without their ``seq`` fields."""
     base = s.cache.get("row_bytes")
     if base is None:  # values, times and names: the same for both sides
-        times = rowbytes.float_lengths(s.times, 3)  # observed_at and received_at
+        key = hashlib.sha256(s.times.tobytes()).digest()
+        times = seen.get(key)
+        if times is None:  # observed_at and received_at
+            times = seen[key] = rowbytes.float_lengths(s.times, 3)
         base = np.zeros(len(s.times), dtype=np.int64)
         head = rowbytes.ROW_FRAME + rowbytes.json_length(s.asset)
         for q, v in s.values.items():

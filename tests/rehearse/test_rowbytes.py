@@ -28,6 +28,8 @@ def test_float_lengths_are_the_json_lengths() -> None:
     want3 = [len(repr(round(v, 3))) for v in values.tolist()]
     assert rb.float_lengths(values, 3).tolist() == want3
     assert rb.float_lengths(np.zeros(0)).tolist() == []
+    repeated = np.repeat([0.0, -0.0, 1.5, 40.0, 1e-7], 10)  # written once per distinct value
+    assert rb.float_lengths(repeated).tolist() == [len(repr(v)) for v in repeated.tolist()]
     scores = np.array([np.nan, 0.123456, 0.99995, 1.0, 0.00004, np.nan])
     assert rb.score_lengths(scores).tolist() == [4, 6, 3, 3, 3, 4]
 
