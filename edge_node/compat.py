@@ -1,31 +1,20 @@
-"""Small differences between MicroPython and CPython, kept in one place."""
+"""Small differences between MicroPython and CPython, kept in one place.
 
-import time
+On a board everything comes from MicroPython's own modules; under CPython from
+:mod:`edge_node.cpython`, which is not deployed.
+"""
+
+__all__ = ["const", "getrandbits32", "ticks_add", "ticks_diff", "ticks_ms"]
 
 try:
-    ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
-    ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
-    ticks_add = time.ticks_add  # type: ignore[attr-defined]
-except AttributeError:  # CPython
+    from random import getrandbits
+    from time import ticks_add, ticks_diff, ticks_ms  # type: ignore[attr-defined]
 
-    def ticks_ms():
-        return time.monotonic_ns() // 1_000_000  # type: ignore[attr-defined]
+    from micropython import const
 
-    def ticks_diff(a, b):
-        return a - b
+    def getrandbits32():
+        """32 random bits (a boot id), from the port's RNG."""
+        return getrandbits(32)
 
-    def ticks_add(a, b):
-        return a + b
-
-
-def getrandbits32():
-    """32 random bits (a boot id), from the port's RNG."""
-    try:
-        import random
-
-        return random.getrandbits(32)
-    except (ImportError, AttributeError):
-        import os
-
-        b = os.urandom(4)
-        return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+except ImportError:  # CPython
+    from edge_node.cpython import const, getrandbits32, ticks_add, ticks_diff, ticks_ms  # type: ignore

@@ -1,17 +1,24 @@
-"""The node runtime: per-sensor sampling tasks, batching, commands, watchdog feeding.
+"""The node runtime: a sampling scheduler, batching, commands, watchdog feeding.
 
 A :class:`Node` owns its tasks (``run()`` gathers them and cancels the rest when one fails).
 Readings go to an *uplink* (``uplink.submit(values, time)`` and ``await uplink.run(node)``):
 :class:`edge_node.uplink.SerialUplink` speaks the wire protocol over a UART; the BLE apps use
-the uplinks in :mod:`edge_node.ble_link`. Hardware (sensor read functions, watchdog, LED,
-reset) is passed in, so the same code runs on a board, on the unix port and under CPython.
+:class:`edge_node.ble_counter.CounterAdvertiser` or :class:`edge_node.ble_gatt.GattPeripheral`.
+Hardware (sensor read functions, watchdog, LED, reset) is passed in, so the same code runs on a
+board, on the unix port and under CPython.
 """
 
 import asyncio
 import json
 
-from edge_node import protocol as P
-from edge_node.compat import ticks_add, ticks_diff, ticks_ms
+from edge_node.compat import const, ticks_add, ticks_diff, ticks_ms
+
+# error codes and the name limit of the wire protocol (edge_node.protocol.E_*, MAX_NAME), here so
+# that a BLE node need not load the serial protocol; tests check that the two agree
+E_BAD_COMMAND = const(1)
+E_BAD_VALUE = const(2)
+E_SENSOR = const(3)
+MAX_NAME = const(24)
 
 
 class Sensor:
@@ -22,8 +29,8 @@ class Sensor:
     """
 
     def __init__(self, name, unit, read):
-        if not name or len(name) > P.MAX_NAME:
-            raise ValueError("sensor name must be 1 to %d characters" % P.MAX_NAME)
+        if not name or len(name) > MAX_NAME:
+            raise ValueError("sensor name must be 1 to %d characters" % MAX_NAME)
         self.name = name
         self.unit = unit
         self.read = read
@@ -86,7 +93,7 @@ class Node:
             sensor.errors += 1
             if not sensor.failing:
                 sensor.failing = True
-                self.uplink.error(P.E_SENSOR, 0, "%s: %s" % (sensor.name, e))
+                self.uplink.error(E_SENSOR, 0, "%s: %s" % (sensor.name, e))
             return
         sensor.failing = False
         sensor.samples += 1
@@ -95,14 +102,12 @@ class Node:
             self.flush()
 
     def flush(self):
-        """Send what was sampled since the last report (one frame per MAX_BODY bytes)."""
+        """Send what was sampled since the last report to the uplink."""
         if not self._batch:
             return
         batch = self._batch
         self._batch = []
-        t = self.clock() if self.clock is not None else None
-        for chunk in _chunks(batch):
-            self.uplink.submit(chunk, t)
+        self.uplink.submit(batch, self.clock() if self.clock is not None else None)
 
     async def _schedule(self):
         due = {}
@@ -147,23 +152,23 @@ class Node:
             return self._set_period(msg["sensor"], msg["period_ms"] / 1000)
         if name == "identify":
             if self.identify_hook is None:
-                return (P.E_BAD_COMMAND, "this node has no identify light")
+                return (E_BAD_COMMAND, "this node has no identify light")
             self._tasks.append(asyncio.create_task(self.identify_hook(msg["seconds"])))
             return None
         if name == "reboot":
             if self.reset_hook is None:
-                return (P.E_BAD_COMMAND, "this node cannot reboot itself")
+                return (E_BAD_COMMAND, "this node cannot reboot itself")
             self._tasks.append(asyncio.create_task(self._reboot()))
             return None
         if name == "set-config":
             return self._set_config(msg["key"], msg["value"])
         if name == "hello":
             return None  # the uplink announces the node after acknowledging
-        return (P.E_BAD_COMMAND, "unknown command %r" % name)
+        return (E_BAD_COMMAND, "unknown command %r" % name)
 
     def _set_period(self, sensor, seconds):
         if sensor and sensor not in self.sensors:
-            return (P.E_BAD_VALUE, "no sensor %r" % sensor)
+            return (E_BAD_VALUE, "no sensor %r" % sensor)
         key = "period." + sensor if sensor else "period_s"
         err = self._store(key, seconds)
         if err is None:
@@ -174,9 +179,9 @@ class Node:
         try:
             value = json.loads(text)
         except ValueError:
-            return (P.E_BAD_VALUE, "%s: value is not JSON: %r" % (key, text))
+            return (E_BAD_VALUE, "%s: value is not JSON: %r" % (key, text))
         if key == "node_id":
-            return (P.E_BAD_VALUE, "node_id changes only on the next boot; write it to flash")
+            return (E_BAD_VALUE, "node_id changes only on the next boot; write it to flash")
         err = self._store(key, value)
         if err is None and (key == "period_s" or key.startswith("period.")):
             self._wake.set()
@@ -186,28 +191,12 @@ class Node:
         try:
             self.config.set(key, value)
         except ValueError as e:
-            return (P.E_BAD_VALUE, str(e))
+            return (E_BAD_VALUE, str(e))
         except OSError as e:
-            return (P.E_BAD_VALUE, "%s: could not save config (%s)" % (key, e))
+            return (E_BAD_VALUE, "%s: could not save config (%s)" % (key, e))
         return None
 
     async def _reboot(self):
         await asyncio.sleep(0.2)  # let the acknowledgement leave the UART first
         if self.reset_hook is not None:
             self.reset_hook()
-
-
-def _chunks(values):
-    """Split ``values`` so that each readings frame stays under the maximum body size."""
-    chunk: list = []
-    size = 40  # header, node id, time, CRC
-    for item in values:
-        need = 6 + len(item[0])
-        if chunk and size + need > P.MAX_BODY:
-            yield chunk
-            chunk = []
-            size = 40
-        chunk.append(item)
-        size += need
-    if chunk:
-        yield chunk

@@ -9,11 +9,13 @@ first ack after that brings the node online and every buffered frame is resent, 
 
 import asyncio
 
-from edge_node import protocol as P
+from edge_node import wire
 from edge_node.buffer import SendBuffer
-from edge_node.compat import getrandbits32, ticks_diff, ticks_ms
+from edge_node.compat import const, getrandbits32, ticks_diff, ticks_ms
 
-RESEND_BURST = 8  # frames per housekeeping round, so live readings are not held up
+_RESEND_BURST = const(8)  # frames per housekeeping round, so live readings are not held up
+_MAX_BODY = const(250)  # wire.MAX_BODY
+_E_BAD_VALUE = const(2)
 
 
 class SerialUplink:
@@ -23,7 +25,7 @@ class SerialUplink:
         self.buffer = SendBuffer(config.get("buffer_frames"))
         self.boot = getrandbits32()
         self.seq = 0
-        self.splitter = P.FrameSplitter()
+        self.splitter = wire.FrameSplitter()
         self.last_rx = None
         self.last_hello = None
         self.kick = asyncio.Event()
@@ -37,33 +39,36 @@ class SerialUplink:
         return ticks_diff(ticks_ms(), self.last_rx) < timeout_ms
 
     def submit(self, values, time):
-        self.seq += 1
-        msg = {"type": "readings", "node": self.node_id, "seq": self.seq}
-        msg["time"] = time
-        msg["values"] = values
-        frame = P.encode(msg)
-        live = self.online()
-        if live:
-            self.link.write(frame)
-            self.stats["sent"] += 1
-        self.buffer.add(self.seq, frame, live)
+        """Send ``values`` as readings frames (as many as the frame size needs) and keep each
+        frame until the gateway acknowledges it."""
+        for chunk in _chunks(values):
+            self.seq += 1
+            msg = {"type": "readings", "node": self.node_id, "seq": self.seq}
+            msg["time"] = time
+            msg["values"] = chunk
+            frame = wire.encode(msg)
+            live = self.online()
+            if live:
+                self.link.write(frame)
+                self.stats["sent"] += 1
+            self.buffer.add(self.seq, frame, live)
 
     def error(self, code, ref, text):
         msg = {"type": "error", "node": self.node_id, "seq": 0, "code": code, "ref": ref}
         msg["text"] = text[:160]
-        self.link.write(P.encode(msg))
+        self.link.write(wire.encode(msg))
 
     def hello(self, node):
         msg = node.announcement()
         msg["boot"] = self.boot
         msg["seq"] = self.seq
-        self.link.write(P.encode(msg))
+        self.link.write(wire.encode(msg))
         self.last_hello = ticks_ms()
 
     async def run(self, node):
         self.hello(node)
         for problem in node.config.problems:
-            self.error(P.E_BAD_VALUE, 0, problem)
+            self.error(_E_BAD_VALUE, 0, problem)
         await asyncio.gather(self._receive(node), self._housekeeping(node))
 
     async def _receive(self, node):
@@ -71,8 +76,8 @@ class SerialUplink:
             data = await self.link.read()
             for frame in self.splitter.feed(data):
                 try:
-                    msg = P.decode(frame)
-                except P.ProtocolError:
+                    msg = wire.decode(frame)
+                except wire.ProtocolError:
                     self.stats["bad_frames"] += 1
                     continue
                 if msg["node"] and msg["node"] != self.node_id:
@@ -94,7 +99,7 @@ class SerialUplink:
             if err is None:
                 reply = {"type": "ack", "node": self.node_id, "seq": 0, "upto": 0}
                 reply["got"] = msg["seq"]
-                self.link.write(P.encode(reply))
+                self.link.write(wire.encode(reply))
                 if msg["command"] in ("set-period", "set-config", "hello"):
                     self.hello(node)  # (re)announce: new periods, or a gateway that missed it
             else:
@@ -105,7 +110,7 @@ class SerialUplink:
         while True:
             if self.online():
                 resend_ms = int(self.config.get("resend_s") * 1000)
-                for seq, frame in self.buffer.due(resend_ms, RESEND_BURST):
+                for seq, frame in self.buffer.due(resend_ms, _RESEND_BURST):
                     self.link.write(frame)
                     self.buffer.mark_sent(seq)
                     self.stats["resent"] += 1
@@ -118,3 +123,19 @@ class SerialUplink:
                 await asyncio.wait_for(self.kick.wait(), tick)
             except asyncio.TimeoutError:
                 pass
+
+
+def _chunks(values):
+    """Split ``values`` so that each readings frame stays under the maximum body size."""
+    chunk: list = []
+    size = 40  # header, node id, time, CRC
+    for item in values:
+        need = 6 + len(item[0])
+        if chunk and size + need > _MAX_BODY:
+            yield chunk
+            chunk = []
+            size = 40
+        chunk.append(item)
+        size += need
+    if chunk:
+        yield chunk

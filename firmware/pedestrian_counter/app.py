@@ -5,8 +5,7 @@ import asyncio
 from counting import BeamCounter
 from sensors import AdcProbe, blink
 
-from edge_node import ble_payload as B
-from edge_node.ble_link import CounterAdvertiser
+from edge_node.ble_counter import CounterAdvertiser, device_id, parse_device_id
 from edge_node.compat import getrandbits32
 from edge_node.config import Config
 from edge_node.node import Node, Sensor
@@ -16,9 +15,9 @@ FIRMWARE = "pedestrian-counter/0.1.0"
 
 def build(board, machine, bluetooth, config_path="config.json"):
     uid = machine.unique_id()
-    default_id = B.device_id((uid[-2] << 8) | uid[-1])
+    default_id = device_id((uid[-2] << 8) | uid[-1])
     config = Config(config_path, {"node_id": default_id, "period_s": 1.0})
-    node_number = B.parse_device_id(config.get("node_id"))
+    node_number = parse_device_id(config.get("node_id"))
     pull = machine.Pin.PULL_UP
     beams = BeamCounter(
         machine.Pin(board.BEAM_A, machine.Pin.IN, pull),

@@ -5,7 +5,7 @@ import asyncio
 from metering import PowerMeter
 from sensors import blink
 
-from edge_node.ble_link import GattPeripheral
+from edge_node.ble_gatt import GattPeripheral
 from edge_node.config import Config
 from edge_node.node import Node, Sensor
 

@@ -20,8 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,12 +27,10 @@ from bumble.device import AdvertisingType, Connection
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from edge_node import ble_payload as bp
-from gateway.commands.firmware import tool
 from hil_tests.emulators.ble import BleRadio
 from hil_tests.emulators.bleak_bumble import make_device
-from hil_tests.firmware.mpnode import MICROPYTHON, SHIM, MicroPythonNode
+from hil_tests.firmware.mpnode import MICROPYTHON, MicroPythonNode
 
-SHIMS = ("bluetooth", "blehw", "machine")  # compiled into the staged app
 ADDRESS = "CB:00:00:12:34:5A"  # static random address of the bridged node's radio
 
 
@@ -48,17 +44,19 @@ class Advert:
 
 
 class MicroPythonBleNode(MicroPythonNode):
+    RUNNER = "run_ble_app"
+    SHIMS = ("bluetooth", "blehw", "machine", RUNNER)  # on a board: firmware (C) and board file
+
     def __init__(
         self,
         radio: BleRadio,
         app: str = "pedestrian_counter",
         *,
         address: str = ADDRESS,
-        heap: str = "96k",
+        heap: str = "64k",
         **kw: Any,
     ) -> None:
-        """``heap``: on this 64-bit port, with the shims (C modules on a board) loaded too, the
-        counter's live heap is ~71 KB and the streetlight's ~74 KB, so 72k fails now and then."""
+        """``heap``: what the app must run in, shims included (docs/firmware.md, Figures)."""
         super().__init__(app, heap=heap, **kw)
         self.radio = radio
         self.address = address
@@ -129,11 +127,11 @@ class MicroPythonBleNode(MicroPythonNode):
             lambda r, w: self._on_radio(r, w, connected), "127.0.0.1", 0
         )
         port = self._ble_server.sockets[0].getsockname()[1]
-        paths = [".frozen", str(self._stage()), str(SHIM)]
+        paths = [".frozen", str(self._stage())]
         env = dict(os.environ, MICROPYPATH=":".join(paths), TWINEDGE_BLE=f"127.0.0.1:{port}")
         env.update(TWINEDGE_HW=str(self.hw_file), TWINEDGE_EVENTS=str(self.events_file))
         self.proc = await asyncio.create_subprocess_exec(
-            str(MICROPYTHON), "-X", f"heapsize={self.heap}", str(SHIM / "run_ble_app.py"),
+            str(MICROPYTHON), "-X", f"heapsize={self.heap}", "-m", self.RUNNER,
             cwd=self.tmp, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self._read_output()))
@@ -173,17 +171,6 @@ class MicroPythonBleNode(MicroPythonNode):
             await self.device.stop_advertising()
         self.radio.link.remove_controller(self.controller)
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def _stage(self) -> Path:
-        """The app as deployed, plus the radio and pin shims compiled beside it: on a board they
-        are part of the firmware, so their source must not take the app's heap."""
-        staged = super()._stage()
-        mpy_cross = tool("mpy-cross")
-        for name in SHIMS:
-            target = staged / f"{name}.mpy"
-            cmd = [mpy_cross, "-o", str(target), str(SHIM / f"{name}.py")]
-            subprocess.run(cmd, check=True, capture_output=True, timeout=30)
-        return staged
 
     async def _on_radio(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connected: asyncio.Event

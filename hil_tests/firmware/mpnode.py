@@ -15,6 +15,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import tty
@@ -33,13 +34,16 @@ def adc_raw(value: float, scale: float, offset: float, vref: float = 3.3) -> int
 
 
 class MicroPythonNode:
+    RUNNER = "run_app"  # started with ``micropython -m``
+    SHIMS: tuple[str, ...] = ("board", "machine", RUNNER)  # compiled beside the app
+
     def __init__(
         self,
         app: str = "water_quality",
         *,
         config: dict[str, Any] | None = None,
         hw: dict[str, Any] | None = None,
-        heap: str = "72k",
+        heap: str = "64k",
         fileno: bool = True,
     ) -> None:
         self.app = app
@@ -95,12 +99,12 @@ class MicroPythonNode:
         self.path.symlink_to(os.ttyname(self._slave))
         self._server = await asyncio.start_server(self._on_uart, "127.0.0.1", 0)
         port = self._server.sockets[0].getsockname()[1]
-        paths = [".frozen", str(SHIM), str(self._stage())]
+        paths = [".frozen", str(self._stage())]
         env = dict(os.environ, MICROPYPATH=":".join(paths), TWINEDGE_UART=f"127.0.0.1:{port}")
         env.update(TWINEDGE_HW=str(self.hw_file), TWINEDGE_EVENTS=str(self.events_file))
         env["TWINEDGE_NO_FILENO"] = "0" if self.fileno else "1"
         self.proc = await asyncio.create_subprocess_exec(
-            str(MICROPYTHON), "-X", f"heapsize={self.heap}", str(SHIM / "run_app.py"),
+            str(MICROPYTHON), "-X", f"heapsize={self.heap}", "-m", self.RUNNER,
             cwd=self.tmp, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self._read_output()))
@@ -136,11 +140,17 @@ class MicroPythonNode:
 
     def _stage(self) -> Path:
         """Compile the app to .mpy exactly as ``twinedge firmware deploy`` would (a board has no
-        room to compile sources in 64 KB of heap); the shim's board.py replaces the board file."""
-        from gateway.commands.firmware import stage
+        room to compile sources in 64 KB of heap), and the shims beside it: the runner, and the
+        board and ``machine`` modules, which on a board are the board file and firmware (C)."""
+        from gateway.commands.firmware import stage, tool
 
         staged = stage(self.app, "esp32_devkitc", self.tmp / "flash")
         (staged.directory / "board.mpy").unlink()
+        mpy_cross = tool("mpy-cross")
+        for name in self.SHIMS:
+            target = staged.directory / f"{name}.mpy"
+            cmd = [mpy_cross, "-o", str(target), str(SHIM / f"{name}.py")]
+            subprocess.run(cmd, check=True, capture_output=True, timeout=30)
         return staged.directory
 
     def cpu_seconds(self) -> float:

@@ -123,7 +123,8 @@ def test_legacy_limit_enforced() -> None:
 
 
 MP_SCRIPT = """
-import json, ble_payload as bp
+import json
+from edge_node import ble_payload as bp
 out = {}
 adv = bp.counter_advert(7, 1, 65535, 300, 12, 88, 1)
 out["adv"] = adv.hex()
@@ -152,7 +153,7 @@ def test_micropython_produces_the_same_bytes(tmp_path: Path) -> None:
     script = tmp_path / "check.py"
     script.write_text(MP_SCRIPT)
     run = subprocess.run(
-        [exe, str(script)], env={"MICROPYPATH": f"{EDGE_NODE}:.frozen"},
+        [exe, str(script)], env={"MICROPYPATH": f"{EDGE_NODE.parent}:.frozen"},
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

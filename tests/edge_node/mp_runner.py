@@ -6,7 +6,12 @@ Run from the repository root. Prints one line per test and exits 1 if any failed
 import asyncio
 import sys
 
-MODULES = ("test_node_protocol", "test_node_buffer_config", "test_node_runtime")
+MODULES = (
+    "test_node_protocol",
+    "test_node_buffer_config",
+    "test_node_runtime",
+    "test_node_ble_counter",
+)
 
 
 def _run(fn):

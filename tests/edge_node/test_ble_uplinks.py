@@ -7,7 +7,7 @@ import contextlib
 from typing import Any
 
 from edge_node import ble_payload as B
-from edge_node.ble_link import CounterAdvertiser
+from edge_node.ble_counter import CounterAdvertiser
 from edge_node.config import Config
 from edge_node.node import Node, Sensor
 
@@ -17,15 +17,17 @@ class RecordingRadio:
 
     def __init__(self) -> None:
         self.adverts: list[bytes] = []
+        self.connectable: list[bool] = []
         self.changed = asyncio.Event()
         self.on = False
 
     def active(self, on: bool) -> None:
         self.on = on
 
-    def gap_advertise(self, interval_us: int, adv_data: bytes) -> None:
+    def gap_advertise(self, interval_us: int, adv_data: bytes, connectable: bool = True) -> None:
         assert interval_us == 1_000_000
         self.adverts.append(adv_data)
+        self.connectable.append(connectable)
         self.changed.set()
 
 
@@ -55,6 +57,7 @@ async def test_counter_adverts_carry_cumulative_counts_and_a_rolling_seq() -> No
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert radio.on
+    assert not any(radio.connectable)  # no GATT service: nothing to connect to
     decoded = [B.decode_counter(B.manufacturer_data(a)[B.COMPANY_ID]) for a in radio.adverts]
     assert all(len(a) <= B.LEGACY_ADV_MAX for a in radio.adverts)
     assert decoded[0] == (42, 7, 0, 0, 0, None, 0)  # the first advert, before any report

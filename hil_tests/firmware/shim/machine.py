@@ -7,6 +7,9 @@
 - ``ADC`` / ``I2C``: values from the JSON file ``TWINEDGE_HW`` that the test writes:
   ``{"adc": {"34": 49995}, "i2c": {"72:0": 2560}, "fail": ["34"]}``.
 - ``Pin``, ``PWM``, ``WDT``: record what the app does (``TWINEDGE_EVENTS`` gets one line each).
+
+On a board ``machine`` is part of the firmware (C, in flash); here it takes the app's heap, so
+it is kept small: the figures in docs/firmware.md count it.
 """
 
 import io
@@ -15,14 +18,11 @@ import os
 import socket
 import sys
 
-_MP_STREAM_POLL = 3
-_MP_STREAM_GET_FILENO = 10
 
-
-def _hw():
+def _hw(kind):
     try:
         with open(os.getenv("TWINEDGE_HW")) as f:
-            return json.load(f)
+            return json.load(f).get(kind, {})
     except (OSError, ValueError, TypeError):
         return {}
 
@@ -41,10 +41,6 @@ def unique_id():
 def reset():
     _event("reset")
     sys.exit(99)
-
-
-def idle():
-    pass
 
 
 class Pin:
@@ -66,19 +62,15 @@ class Pin:
         self._value = v
         return None
 
-    def irq(self, trigger=0, handler=None):
-        self.handler = handler
-
 
 class ADC:
     def __init__(self, pin):
         self.key = str(pin.id)
 
     def read_u16(self):
-        hw = _hw()
-        if self.key in hw.get("fail", ()):
+        if self.key in _hw("fail"):
             return 0  # probe disconnected: the input sits at the rail
-        return int(hw.get("adc", {}).get(self.key, 32768))
+        return int(_hw("adc").get(self.key, 32768))
 
 
 class I2C:
@@ -86,7 +78,7 @@ class I2C:
         pass
 
     def readfrom_mem(self, addr, reg, n):
-        value = _hw().get("i2c", {}).get(f"{addr}:{reg}")
+        value = _hw("i2c").get(f"{addr}:{reg}")
         if value is None:
             raise OSError(19)  # ENODEV: nothing answers at that address
         return bytes([(value >> 8) & 0xFF, value & 0xFF])
@@ -106,7 +98,6 @@ class PWM:
 
 class WDT:
     def __init__(self, id=0, timeout=5000):
-        self.timeout = timeout
         self.feeds = 0
 
     def feed(self):
@@ -114,12 +105,12 @@ class WDT:
 
 
 class UART(io.IOBase):
-    def __init__(self, id, baudrate=115200, tx=None, rx=None, timeout=0, **kw):
+    def __init__(self, id, baudrate=115200, tx=None, rx=None, timeout=0):
         host, port = os.getenv("TWINEDGE_UART").split(":")
         self.sock = socket.socket()
         self.sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
         self.sock.setblocking(False)
-        self.fileno_ok = os.getenv("TWINEDGE_NO_FILENO") != "1"
+        self.fileno = os.getenv("TWINEDGE_NO_FILENO") != "1"
 
     def read(self, n=-1):
         try:
@@ -130,29 +121,19 @@ class UART(io.IOBase):
             raise OSError(5)  # EIO: the harness went away
         return data
 
-    def readinto(self, buf):
-        data = self.read(len(buf))
-        if not data:
-            return None
-        buf[: len(data)] = data
-        return len(data)
-
     def write(self, data):
         try:
             return self.sock.send(data)
         except OSError:
             return 0  # line full or gone: dropped, like bytes on a UART with no listener
 
-    def any(self):
-        import select
-
-        p = select.poll()
-        p.register(self.sock, select.POLLIN)
-        return 1 if p.poll(0) else 0
-
     def ioctl(self, req, arg):
-        if req == _MP_STREAM_GET_FILENO and self.fileno_ok:
+        if req == 10 and self.fileno:  # MP_STREAM_GET_FILENO
             return self.sock.fileno()
-        if req == _MP_STREAM_POLL:
-            return arg & 1 if self.any() else 0  # MP_STREAM_POLL_RD
+        if req == 3:  # MP_STREAM_POLL: readable when a poll of the socket says so
+            import select
+
+            p = select.poll()
+            p.register(self.sock, select.POLLIN)
+            return arg & 1 if p.poll(0) else 0
         return -1
