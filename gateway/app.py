@@ -541,7 +541,8 @@ def _whole_frames(batch: list[Reading]) -> tuple[list[Reading], list[Reading]]:
     batch: each device's last frame (readings with a ``boot``), which may go on in the queue. A
     frame is marked committed and acknowledged with the batch that holds it, so it must be whole
     there, or a crash between two batches would lose its rest. (A frame's readings are queued
-    together, in device order; only a full queue can put other devices' readings between them.)
+    in order; a full queue can put other devices' readings between them, and the frame is then
+    carried from batch to batch until its last reading is in.)
     """
     last: dict[tuple[str, str], tuple[int, int]] = {}
     for r in reversed(batch):

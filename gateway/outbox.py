@@ -67,10 +67,15 @@ def _ms(t: float | None) -> float | None:
 
 
 def _marks(readings: Sequence[Reading]) -> Iterator[Mark]:
-    """The device frames a batch holds: readings whose source knows the device's boot."""
+    """The device frames a batch holds: readings whose source knows the device's boot (a frame's
+    readings come one after another, so each is named once or a few times, not per reading)."""
+    last: Mark | None = None
     for r in readings:
         if r.boot is not None:
-            yield (r.asset, r.device, r.boot, r.seq)
+            mark = (r.asset, r.device, r.boot, r.seq)
+            if mark != last:
+                yield mark
+                last = mark
 
 
 def encode_rows(readings: Sequence[Reading], first_seq: int) -> str:
