@@ -17,7 +17,7 @@ class SendBuffer:
     ``resend_ms``. Three parallel lists (seq, frame, when last sent or None), oldest first.
     """
 
-    def __init__(self, capacity, reserve=6144):
+    def __init__(self, capacity, reserve=4096):
         if capacity < 1:
             raise ValueError("buffer capacity must be at least 1")
         self.capacity = capacity

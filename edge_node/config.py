@@ -92,14 +92,13 @@ class Config:
         return self.values.get(PERIOD_PREFIX + sensor, self.values["period_s"])
 
     def set(self, key, value, save=True):
+        """Validate and set ``key``; with ``save``, write the file (atomically: a temp file
+        renamed over it, so a reset mid-write leaves the old settings)."""
         self.values[key] = check(key, value)
         if save and self.path is not None:
-            self.save()
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.values, f)
+            import os
 
-    def save(self):
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.values, f)
-        import os
-
-        os.rename(tmp, self.path)
+            os.rename(tmp, self.path)

@@ -4,7 +4,7 @@ Only :mod:`edge_node.compat` imports this module, and only under CPython; it is 
 to a board (no app's manifest lists it), so its code costs a node no heap.
 """
 
-import os
+import binascii
 import time
 
 
@@ -25,6 +25,6 @@ def ticks_add(a, b):
     return a + b
 
 
-def getrandbits32():
-    b = os.urandom(4)
-    return b[0] | (b[1] << 8) | (b[2] << 16) | (b[3] << 24)
+def crc16(data):
+    """CRC-16/CCITT-FALSE of ``data``, in C (MicroPython's binascii has no crc_hqx)."""
+    return binascii.crc_hqx(data, 0xFFFF)  # type: ignore[attr-defined]

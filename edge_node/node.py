@@ -42,6 +42,7 @@ class Sensor:
 class Node:
     def __init__(self, config, sensors, uplink, firmware, clock=None, wdt=None, **hooks):
         self.config = config
+        self.node_id = config.get("node_id")  # changes only on the next boot
         self.sensors = {}
         for s in sensors:
             self.sensors[s.name] = s
@@ -54,10 +55,6 @@ class Node:
         self._batch = []
         self._wake = asyncio.Event()
         self._tasks = []
-
-    @property
-    def node_id(self):
-        return self.config.get("node_id")
 
     def announcement(self):
         sensors = []
@@ -116,6 +113,7 @@ class Node:
             due[name] = now
         while True:
             now = ticks_ms()
+            wait = 86_400_000  # ms until the next sensor is due
             for name, sensor in self.sensors.items():
                 if ticks_diff(due[name], now) <= 0:
                     self.sample(sensor, False)
@@ -123,21 +121,17 @@ class Node:
                     if ticks_diff(nxt, now) <= 0:  # fell behind: restart this sensor's grid
                         nxt = ticks_add(now, int(self.config.period(name) * 1000))
                     due[name] = nxt
+                wait = min(wait, ticks_diff(due[name], now))
             self.flush()  # sensors due together share one frame
-            now = ticks_ms()
-            wait = min(ticks_diff(d, now) for d in due.values())
-            if await self._sleep_or_wake(max(wait, 0)):
-                now = ticks_ms()  # a period changed: sample everything now on the new grid
-                for name in due:
-                    due[name] = now
-
-    async def _sleep_or_wake(self, ms):
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), ms / 1000)
-        except asyncio.TimeoutError:
-            return False
-        return True
+            self._wake.clear()
+            try:  # sleep until then, or until a period changes
+                wait -= ticks_diff(ticks_ms(), now)
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0) / 1000)
+            except asyncio.TimeoutError:
+                continue
+            now = ticks_ms()  # a period changed: sample everything now on the new grid
+            for name in due:
+                due[name] = now
 
     async def _feed_loop(self):
         interval = self.config.get("wdt_ms") / 4000

@@ -8,10 +8,11 @@ first ack after that brings the node online and every buffered frame is resent, 
 """
 
 import asyncio
+from random import getrandbits
 
 from edge_node import wire
 from edge_node.buffer import SendBuffer
-from edge_node.compat import const, getrandbits32, ticks_diff, ticks_ms
+from edge_node.compat import const, ticks_diff, ticks_ms
 
 _RESEND_BURST = const(8)  # frames per housekeeping round, so live readings are not held up
 _MAX_BODY = const(250)  # wire.MAX_BODY
@@ -23,7 +24,7 @@ class SerialUplink:
         self.link = link
         self.config = config
         self.buffer = SendBuffer(config.get("buffer_frames"))
-        self.boot = getrandbits32()
+        self.boot = getrandbits(32)
         self.seq = 0
         self.splitter = wire.FrameSplitter()
         self.last_rx = None

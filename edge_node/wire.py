@@ -8,8 +8,8 @@ only this module: every module costs heap on a board, and the shared vectors
 (``edge_node/vectors.json``) run through both. Messages are dicts, as in ``protocol``.
 """
 
-import binascii
 import struct
+import sys
 
 from edge_node.compat import const
 
@@ -53,15 +53,7 @@ _NIBBLE = (
 )  # fmt: skip
 
 
-_crc_hqx = getattr(binascii, "crc_hqx", None)  # CPython has it in C; MicroPython does not
-if _crc_hqx is not None:
-    _hqx = _crc_hqx  # narrowed for the type checker
-
-    def crc16(data: "bytes | bytearray | memoryview") -> int:
-        """CRC-16/CCITT-FALSE of ``data``."""
-        return int(_hqx(data, 0xFFFF))
-
-else:  # MicroPython
+if sys.implementation.name == "micropython":
 
     def crc16(data: "bytes | bytearray | memoryview") -> int:
         """CRC-16/CCITT-FALSE of ``data``."""
@@ -72,18 +64,34 @@ else:  # MicroPython
             crc = ((crc << 4) & 0xFFFF) ^ t[(crc >> 12) ^ (b & 0x0F)]
         return crc
 
+else:  # CPython: binascii's crc_hqx, in C
+    from edge_node.cpython import crc16
 
-def cobs_encode(data: "bytes | bytearray") -> bytes:
-    """COBS-encode ``data`` (no zero bytes in the result, no delimiter added)."""
-    out = bytearray()
-    for part in bytes(data).split(b"\x00"):
-        while len(part) >= 254:
-            out.append(0xFF)
-            out.extend(part[:254])
-            part = part[254:]
-        out.append(len(part) + 1)
-        out.extend(part)
-    return bytes(out)
+
+def cobs_encode(data: "bytes | bytearray", delimit: bool = False) -> bytes:
+    """COBS-encode ``data`` (no zero bytes in the result); ``delimit`` adds a 0x00 each side.
+
+    One preallocated buffer and one copy: on a node every frame sent goes through here.
+    """
+    out = bytearray(len(data) + len(data) // 254 + 3)
+    o = 1 if delimit else 0  # out[0] stays the leading delimiter
+    head = o  # where the current block's code byte goes
+    o += 1
+    code = 1
+    for b in data:
+        if b:
+            out[o] = b
+            o += 1
+            code += 1
+        if not b or code == 0xFF:
+            out[head] = code
+            head = o
+            o += 1
+            code = 1
+    out[head] = code
+    if delimit:
+        o += 1  # the trailing delimiter, already 0
+    return bytes(memoryview(out)[:o])
 
 
 def cobs_decode(data: "bytes | bytearray | memoryview") -> bytes:
@@ -250,7 +258,7 @@ def encode(msg: "Msg", encoders: "Encoders | None" = None) -> bytes:
     The leading delimiter ends any garbage the line picked up before the frame, so one burst
     of noise costs at most the frame it hit; empty frames between delimiters are ignored.
     """
-    return b"\x00" + cobs_encode(encode_body(msg, encoders)) + b"\x00"
+    return cobs_encode(encode_body(msg, encoders), True)
 
 
 def decode_body(body: bytes, decoders: "Decoders | None" = None) -> "Msg":

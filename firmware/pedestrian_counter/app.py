@@ -1,12 +1,12 @@
 """Pedestrian counter: two break beams (or PIR zones) on pin interrupts, BLE advertising."""
 
 import asyncio
+from random import getrandbits
 
 from counting import BeamCounter
 from sensors import AdcProbe, blink
 
 from edge_node.ble_counter import CounterAdvertiser, device_id, parse_device_id
-from edge_node.compat import getrandbits32
 from edge_node.config import Config
 from edge_node.node import Node, Sensor
 
@@ -29,7 +29,7 @@ def build(board, machine, bluetooth, config_path="config.json"):
         b = board.BATTERY
         probe = AdcProbe(machine.ADC(machine.Pin(b["pin"])), b["scale"], b["offset"])
         sensors.append(Sensor("battery", "P1", probe.read))
-    uplink = CounterAdvertiser(bluetooth.BLE(), node_number, getrandbits32() & 0xFF)
+    uplink = CounterAdvertiser(bluetooth.BLE(), node_number, getrandbits(8))
     led = machine.Pin(board.LED, machine.Pin.OUT)
     wdt = machine.WDT(timeout=config.get("wdt_ms")) if board.WDT else None
 

@@ -35,7 +35,7 @@ def adc_raw(value: float, scale: float, offset: float, vref: float = 3.3) -> int
 
 class MicroPythonNode:
     RUNNER = "run_app"  # started with ``micropython -m``
-    SHIMS: tuple[str, ...] = ("board", "machine", RUNNER)  # compiled beside the app
+    SHIMS: tuple[str, ...] = ("board", "machine", "spinuart", RUNNER)  # compiled beside the app
 
     def __init__(
         self,

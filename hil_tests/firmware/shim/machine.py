@@ -1,30 +1,39 @@
 """A ``machine`` module for the MicroPython unix port, so node apps run unchanged in HIL tests.
 
 - ``UART``: a TCP connection to the test harness (``TWINEDGE_UART`` = "host:port"), which relays
-  it to a pseudo-terminal the gateway opens. It is an ``io.IOBase`` stream that answers ioctl
-  request 10 (MP_STREAM_GET_FILENO) with the socket's fd, so ``asyncio.StreamReader`` waits in
-  poll(2) instead of spinning (``TWINEDGE_NO_FILENO=1`` turns that off to measure the spin).
+  it to a pseudo-terminal the gateway opens. It is the non-blocking socket itself, so
+  ``asyncio.StreamReader`` waits in poll(2) on its fd; ``TWINEDGE_NO_FILENO=1`` wraps it in a
+  stream without an fd (``spinuart.py``) to measure the busy loop asyncio falls back to.
 - ``ADC`` / ``I2C``: values from the JSON file ``TWINEDGE_HW`` that the test writes:
   ``{"adc": {"34": 49995}, "i2c": {"72:0": 2560}, "fail": ["34"]}``.
-- ``Pin``, ``PWM``, ``WDT``: record what the app does (``TWINEDGE_EVENTS`` gets one line each).
+- ``Pin``, ``WDT``: record what the app does (``TWINEDGE_EVENTS`` gets one line each); the
+  BLE apps' ``PWM`` is in ``blehw``.
 
 On a board ``machine`` is part of the firmware (C, in flash); here it takes the app's heap, so
 it is kept small: the figures in docs/firmware.md count it.
 """
 
-import io
 import json
 import os
 import socket
 import sys
 
+_cache = [None, {}]  # (inode, mtime) of the hw file, its contents
+
 
 def _hw(kind):
+    """The test's hardware values, read again only when the file changed: a board's ADC read
+    allocates nothing, so the shim should not fill the heap with garbage either."""
+    path = os.getenv("TWINEDGE_HW")
     try:
-        with open(os.getenv("TWINEDGE_HW")) as f:
-            return json.load(f).get(kind, {})
+        st = os.stat(path)
+        if (st[1], st[8]) != _cache[0]:  # set_hw replaces the file: a new inode
+            with open(path) as f:
+                _cache[1] = json.load(f)
+            _cache[0] = (st[1], st[8])
     except (OSError, ValueError, TypeError):
-        return {}
+        _cache[0], _cache[1] = None, {}
+    return _cache[1].get(kind, {})
 
 
 def _event(text):
@@ -84,18 +93,6 @@ class I2C:
         return bytes([(value >> 8) & 0xFF, value & 0xFF])
 
 
-class PWM:
-    def __init__(self, pin, freq=1000, duty_u16=0):
-        self.pin = pin
-        self._duty = duty_u16
-
-    def duty_u16(self, v=None):
-        if v is None:
-            return self._duty
-        self._duty = v
-        return None
-
-
 class WDT:
     def __init__(self, id=0, timeout=5000):
         self.feeds = 0
@@ -104,36 +101,14 @@ class WDT:
         self.feeds += 1
 
 
-class UART(io.IOBase):
-    def __init__(self, id, baudrate=115200, tx=None, rx=None, timeout=0):
-        host, port = os.getenv("TWINEDGE_UART").split(":")
-        self.sock = socket.socket()
-        self.sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
-        self.sock.setblocking(False)
-        self.fileno = os.getenv("TWINEDGE_NO_FILENO") != "1"
+def UART(id, baudrate=115200, tx=None, rx=None, timeout=0):  # a class on a board
+    """The UART: a non-blocking socket, whose own fd ``asyncio.StreamReader`` polls."""
+    host, port = os.getenv("TWINEDGE_UART").split(":")
+    sock = socket.socket()
+    sock.connect(socket.getaddrinfo(host, int(port))[0][-1])
+    sock.setblocking(False)
+    if os.getenv("TWINEDGE_NO_FILENO") == "1":
+        from spinuart import SpinUart  # only to measure what a stream without an fd costs
 
-    def read(self, n=-1):
-        try:
-            data = self.sock.recv(n if n > 0 else 256)
-        except OSError:
-            return None  # nothing waiting, like a real UART
-        if not data:
-            raise OSError(5)  # EIO: the harness went away
-        return data
-
-    def write(self, data):
-        try:
-            return self.sock.send(data)
-        except OSError:
-            return 0  # line full or gone: dropped, like bytes on a UART with no listener
-
-    def ioctl(self, req, arg):
-        if req == 10 and self.fileno:  # MP_STREAM_GET_FILENO
-            return self.sock.fileno()
-        if req == 3:  # MP_STREAM_POLL: readable when a poll of the socket says so
-            import select
-
-            p = select.poll()
-            p.register(self.sock, select.POLLIN)
-            return arg & 1 if p.poll(0) else 0
-        return -1
+        return SpinUart(sock)
+    return sock

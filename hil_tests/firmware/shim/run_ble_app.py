@@ -29,6 +29,8 @@ async def main():
     print(f"heap boot live={gc.mem_alloc()}")
     import app
 
+    gc.collect()
+    print(f"heap imported live={gc.mem_alloc()}")
     node = app.build(blehw.board, blehw.machine, bluetooth)
     gc.collect()
     print(f"heap built live={gc.mem_alloc()}")
