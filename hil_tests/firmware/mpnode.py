@@ -175,10 +175,11 @@ class MicroPythonNode:
     async def _on_uart(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
         self._connected.set()
-        while data := await reader.read(4096):
-            if not self.cut:
-                with contextlib.suppress(BlockingIOError, OSError):
-                    os.write(self._master, data)  # towards the gateway's tty
+        with contextlib.suppress(ConnectionResetError):  # the node was killed
+            while data := await reader.read(4096):
+                if not self.cut:
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        os.write(self._master, data)  # towards the gateway's tty
 
     def _from_gateway(self) -> None:
         try:
