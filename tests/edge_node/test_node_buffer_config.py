@@ -14,6 +14,18 @@ def test_buffer_bounded_drops_oldest_and_counts():
     assert [s for s, _ in b.due(1000, 10)] == [3, 4, 5]
 
 
+def test_buffer_keeps_a_heap_reserve_on_micropython():
+    import gc
+
+    b = SendBuffer(10, reserve=1 << 40)  # more free heap than any board has
+    for seq in range(1, 4):
+        b.add(seq, b"f%d" % seq, False)
+    if hasattr(gc, "mem_free"):  # MicroPython: the heap bounds the buffer, the newest stays
+        assert len(b) == 1 and b.dropped == 2 and b.oldest() == 3
+    else:  # CPython: only the count does
+        assert len(b) == 3 and b.dropped == 0
+
+
 def test_buffer_ack_frees_upto_and_selected():
     b = SendBuffer(10)
     for seq in range(1, 8):
@@ -22,6 +34,11 @@ def test_buffer_ack_frees_upto_and_selected():
     assert b.due(0, 10) == [(4, b"x"), (5, b"x"), (7, b"x")]
     assert b.due(60000, 10) == []  # just sent: not due yet
     assert b.due(0, 2) == [(4, b"x"), (5, b"x")]
+    b.add(8, b"y", False)
+    assert b.due(60000, 10) == [(8, b"y")]  # never sent: due at once
+    b.mark_sent(8)
+    b.mark_sent(99)  # unknown (already acknowledged): ignored
+    assert b.due(60000, 10) == []
 
 
 def test_config_defaults_and_validation():
