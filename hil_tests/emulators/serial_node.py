@@ -64,6 +64,7 @@ class PtyUart:
         self.cut = False
         self.dropped_writes = 0
         self.frames_written = 0
+        self._waiting: asyncio.Future[None] | None = None  # read() waiting on the master fd
 
     def open(self) -> None:
         self.master, self.slave = os.openpty()
@@ -78,6 +79,13 @@ class PtyUart:
     def close(self) -> None:
         self.online.clear()
         self.path.unlink(missing_ok=True)
+        # unregister before closing: a new pty often gets the same fd number, and a reader left
+        # registered on the old one would never fire again (the node would go deaf)
+        if self._waiting is not None:
+            if self.master >= 0:
+                asyncio.get_running_loop().remove_reader(self.master)
+            if not self._waiting.done():
+                self._waiting.set_result(None)
         for fd in (self.master, self.slave):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -123,13 +131,16 @@ class PtyUart:
         while True:
             await self.online.wait()
             fd = self.master
-            ready = loop.create_future()
+            ready = self._waiting = loop.create_future()
             loop.add_reader(fd, ready.set_result, None)
             try:
                 await ready
             finally:
+                self._waiting = None
                 if self.master == fd:
                     loop.remove_reader(fd)
+            if self.master != fd:
+                continue  # unplugged while waiting
             try:
                 data = os.read(fd, n)
             except (BlockingIOError, OSError):

@@ -72,6 +72,9 @@ async def test_port_vanishes_and_returns_without_loss_or_double_count() -> None:
             await c2.wait_for(lambda c: max(c.seqs("orp"), default=0) >= sent + 3, timeout=15)
             seqs = sorted(r.seq for r in before + c2.readings if r.quantity == "orp")
             assert seqs == list(range(seqs[0], seqs[-1] + 1))  # nothing lost, nothing twice
+            # the node hears the gateway again on the new port: a command reaches it
+            await c2.source.command("identify", {"seconds": 2})
+            assert node.identified[-1] == 2
         assert ctx.counters.gaps == 0 and node.uplink.buffer.dropped == 0
 
 
