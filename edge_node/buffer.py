@@ -13,8 +13,9 @@ class SendBuffer:
     When full, the oldest frame is dropped and counted in ``dropped`` (the gateway sees the
     gap by sequence number). On MicroPython it is also full when less than ``reserve`` bytes of
     heap would be left after a collection: a node whose gateway is away for long loses its
-    oldest readings, never its heap. ``due(resend_ms)`` lists frames sent longer ago than
-    ``resend_ms``. Three parallel lists (seq, frame, when last sent or None), oldest first.
+    oldest readings, not its heap. ``due(resend_ms)`` lists frames sent longer ago than
+    ``resend_ms``. Entries are ``[seq, frame, when last sent or None]``, oldest first; adding
+    one is a single append, so a MemoryError leaves the buffer as it was.
     """
 
     def __init__(self, capacity, reserve=4096):
@@ -22,21 +23,22 @@ class SendBuffer:
             raise ValueError("buffer capacity must be at least 1")
         self.capacity = capacity
         self.reserve = reserve
-        self._seqs = []  # ascending
-        self._frames = []
-        self._sent = []
+        self._entries = []  # ascending seq
         self.dropped = 0
 
     def __len__(self):
-        return len(self._seqs)
+        return len(self._entries)
 
     def add(self, seq, frame, sent):
-        while self._seqs and (len(self._seqs) >= self.capacity or self._heap_low()):
-            self._drop(0)
-            self.dropped += 1
-        self._seqs.append(seq)
-        self._frames.append(frame)
-        self._sent.append(ticks_ms() if sent else None)
+        while self._entries and (len(self._entries) >= self.capacity or self._heap_low()):
+            self.shed(1)
+        self._entries.append([seq, frame, ticks_ms() if sent else None])
+
+    def shed(self, n):
+        """Drop the ``n`` oldest frames (counted in ``dropped``) to make room."""
+        n = min(n, len(self._entries))
+        del self._entries[:n]
+        self.dropped += n
 
     def _heap_low(self):
         if _mem_free is None or _mem_free() >= self.reserve:
@@ -44,30 +46,22 @@ class SendBuffer:
         gc.collect()
         return _mem_free() < self.reserve
 
-    def _drop(self, i):
-        self._seqs.pop(i)
-        self._frames.pop(i)
-        self._sent.pop(i)
-
     def ack(self, upto, got):
         """Free every frame with seq <= ``upto`` and the frame ``got``; returns how many."""
         n = self._find(upto + 1)  # frames before it have seq <= upto
-        if n:
-            del self._seqs[:n]
-            del self._frames[:n]
-            del self._sent[:n]
+        del self._entries[:n]
         i = self._find(got)
-        if got > upto and i < len(self._seqs) and self._seqs[i] == got:
-            self._drop(i)
+        if got > upto and i < len(self._entries) and self._entries[i][0] == got:
+            del self._entries[i]
             n += 1
         return n
 
     def _find(self, seq):
         """Index of the first frame whose seq is >= ``seq`` (binary search)."""
-        lo, hi = 0, len(self._seqs)
+        lo, hi = 0, len(self._entries)
         while lo < hi:
             mid = (lo + hi) // 2
-            if self._seqs[mid] < seq:
+            if self._entries[mid][0] < seq:
                 lo = mid + 1
             else:
                 hi = mid
@@ -77,18 +71,17 @@ class SendBuffer:
         """Up to ``limit`` (seq, frame) pairs never sent or sent more than ``resend_ms`` ago."""
         now = ticks_ms()
         out = []
-        for i in range(len(self._seqs)):
-            sent = self._sent[i]
+        for seq, frame, sent in self._entries:
             if sent is None or ticks_diff(now, sent) >= resend_ms:
-                out.append((self._seqs[i], self._frames[i]))
+                out.append((seq, frame))
                 if len(out) >= limit:
                     break
         return out
 
     def mark_sent(self, seq):
         i = self._find(seq)
-        if i < len(self._seqs) and self._seqs[i] == seq:
-            self._sent[i] = ticks_ms()
+        if i < len(self._entries) and self._entries[i][0] == seq:
+            self._entries[i][2] = ticks_ms()
 
     def oldest(self):
-        return self._seqs[0] if self._seqs else 0
+        return self._entries[0][0] if self._entries else 0

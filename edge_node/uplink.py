@@ -8,6 +8,7 @@ first ack after that brings the node online and every buffered frame is resent, 
 """
 
 import asyncio
+import gc
 from random import getrandbits
 
 from edge_node import wire
@@ -29,7 +30,6 @@ class SerialUplink:
         self.splitter = wire.FrameSplitter()
         self.last_rx = None
         self.last_hello = None
-        self.kick = asyncio.Event()
         self.stats = {"sent": 0, "resent": 0, "acks": 0, "bad_frames": 0, "commands": 0}
         self.node_id = config.get("node_id")
 
@@ -47,12 +47,21 @@ class SerialUplink:
             msg = {"type": "readings", "node": self.node_id, "seq": self.seq}
             msg["time"] = time
             msg["values"] = chunk
-            frame = wire.encode(msg)
             live = self.online()
+            try:
+                frame = self._keep(msg, live)
+            except MemoryError:  # a full or fragmented heap: give up the older half, once
+                self.buffer.shed(len(self.buffer) // 2 + 1)
+                gc.collect()
+                frame = self._keep(msg, live)
             if live:
                 self.link.write(frame)
                 self.stats["sent"] += 1
-            self.buffer.add(self.seq, frame, live)
+
+    def _keep(self, msg, live):
+        frame = wire.encode(msg)
+        self.buffer.add(msg["seq"], frame, live)
+        return frame
 
     def error(self, code, ref, text):
         msg = {"type": "error", "node": self.node_id, "seq": 0, "code": code, "ref": ref}
@@ -93,7 +102,7 @@ class SerialUplink:
             self.stats["acks"] += 1
             self.buffer.ack(msg["upto"], msg["got"])
             if not was_online:
-                self.kick.set()  # the gateway is back: resend now
+                self._resend()  # the gateway is back: resend now
         elif kind == "command":
             self.stats["commands"] += 1
             err = await node.command(msg)
@@ -106,24 +115,24 @@ class SerialUplink:
             else:
                 self.error(err[0], msg["seq"], err[1])
 
+    def _resend(self):
+        """Send up to a burst of frames that are due (unsent, or unacknowledged for resend_s)."""
+        resend_ms = int(self.config.get("resend_s") * 1000)
+        for seq, frame in self.buffer.due(resend_ms, _RESEND_BURST):
+            self.link.write(frame)
+            self.buffer.mark_sent(seq)
+            self.stats["resent"] += 1
+
     async def _housekeeping(self, node):
         tick = min(self.config.get("resend_s"), self.config.get("hello_s")) / 2
         while True:
             if self.online():
-                resend_ms = int(self.config.get("resend_s") * 1000)
-                for seq, frame in self.buffer.due(resend_ms, _RESEND_BURST):
-                    self.link.write(frame)
-                    self.buffer.mark_sent(seq)
-                    self.stats["resent"] += 1
+                self._resend()
             else:
                 hello_ms = int(self.config.get("hello_s") * 1000)
                 if self.last_hello is None or ticks_diff(ticks_ms(), self.last_hello) >= hello_ms:
                     self.hello(node)
-            self.kick.clear()
-            try:
-                await asyncio.wait_for(self.kick.wait(), tick)
-            except asyncio.TimeoutError:
-                pass
+            await asyncio.sleep(tick)
 
 
 def _chunks(values):
