@@ -265,7 +265,7 @@ class EmulatedCounter(_Peripheral):
         self.count_in = (self.count_in + d_in) & 0xFFFF
         self.count_out = (self.count_out + d_out) & 0xFFFF
         if "battery" in s:
-            self.battery = max(0, min(100, int(s["battery"])))
+            self.battery = bp.battery_percent(s["battery"])
         self.totals[(self.boot, self.seq)] = (self.count_in, self.count_out)
         if self.skip > 0:
             self.skip -= 1
