@@ -20,7 +20,9 @@ its readings in/out/dropped. At the end it drains and settles the books:
   ceiling: the last third at most 1 MiB above the middle third. Each sample also splits the RSS
   into the C heap of the main thread (``[heap]``), the other threads' malloc arenas
   (64 MiB-aligned anonymous mappings: the store thread, where SQLite's page cache lives), other
-  anonymous memory (Python's object arenas, large chunks) and file-backed pages.
+  anonymous memory (Python's object arenas, large chunks) and file-backed pages. The split is a
+  guide, not a measure: the kernel merges neighbouring anonymous mappings, so memory can move
+  between "arenas" and "anon" from one life to the next; ``--probe`` has the exact figures.
 
 ``--probe DIR`` loads ``benchmarks/memprobe`` into the gateway process: it adds to each sample
 the C heap in use and free (glibc ``mallinfo2``) and SQLite's own memory, and writes its lines
