@@ -137,6 +137,9 @@ class Outbox:
         synchronous: str = "normal",
     ) -> None:
         self.path = Path(path)
+        # made once: a Path built per write interns its file name anew each time (pathlib
+        # interns every part), and that churn grows CPython's table of interned strings
+        self._wal = Path(f"{self.path}-wal")
         self.max_rows = max_rows
         self.max_bytes = max_bytes
         self.synchronous = synchronous.upper()
@@ -232,7 +235,7 @@ class Outbox:
         commit would go to an unlinked file and vanish at the next start: write the open
         database back to its path (SQLite's backup API, through a temporary file) and reopen
         it there. (The WAL exists from the first write after open until the close.)"""
-        if self._db is None or (self.path.exists() and Path(f"{self.path}-wal").exists()):
+        if self._db is None or (self.path.exists() and self._wal.exists()):
             return
         log.error("store %s was removed while the gateway had it open: writing it back", self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -479,8 +482,7 @@ class Outbox:
     def size_bytes(self) -> int:
         """Bytes the store file takes on disk (database + WAL)."""
         total = 0
-        for suffix in ("", "-wal"):
-            p = Path(f"{self.path}{suffix}")
+        for p in (self.path, self._wal):
             if p.exists():
                 total += p.stat().st_size
         return total

@@ -21,6 +21,8 @@ from aiohttp import web
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from gateway.feed.consumer import left_queued
+
 __all__ = ["ContextBroker", "FeedRecorder", "Received", "context_broker"]
 
 
@@ -91,11 +93,8 @@ class FeedRecorder:
             async for m in self.client.messages:
                 await self._take(m)
         except aiomqtt.MqttError:
-            # aiomqtt ends the iteration at a disconnect even when messages that paho already
-            # acknowledged to the broker are still queued: take them too, or they are lost here
-            queue = self.client._queue
-            while not queue.empty():
-                await self._take(queue.get_nowait())
+            for m in left_queued(self.client):
+                await self._take(m)
             self.disconnected = True
 
     async def _take(self, m: aiomqtt.Message) -> None:

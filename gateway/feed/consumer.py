@@ -34,9 +34,27 @@ from gateway.errors import ConfigError, FrameError, TwinedgeError
 from gateway.feed.decode import FeedMessage, Validation, decode
 from gateway.feed.store import RebirthRequest, TwinStore
 
-__all__ = ["UPLINK_LEAVES", "Broker", "BrokerError", "FeedClient", "default_filters", "run_sink"]
+__all__ = [
+    "UPLINK_LEAVES",
+    "Broker",
+    "BrokerError",
+    "FeedClient",
+    "default_filters",
+    "left_queued",
+    "run_sink",
+]
 
 log = logging.getLogger("twinedge.feed")
+
+
+def left_queued(client: aiomqtt.Client) -> list[aiomqtt.Message]:
+    """The messages still queued in ``client`` after its connection broke.
+
+    aiomqtt ends ``client.messages`` at a disconnect even while messages are queued, and paho
+    has already acknowledged those to the broker (QoS 1), so the broker will not send them again:
+    a consumer that does not take them loses them."""
+    queue = client._queue  # aiomqtt has no public way to reach them
+    return [queue.get_nowait() for _ in range(queue.qsize())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +176,8 @@ class FeedClient:
             async for m in self._client.messages:
                 await self._take(m)
         except aiomqtt.MqttError as e:
-            # aiomqtt ends the iteration at a disconnect even while messages that paho has
-            # already acknowledged to the broker are queued: take them, or they are lost
-            left = self._client._queue
-            while not left.empty():
-                await self._take(left.get_nowait())
+            for m in left_queued(self._client):
+                await self._take(m)
             await self._queue.put(BrokerError(f"connection lost: {e}"))
 
     async def _take(self, m: aiomqtt.Message) -> None:

@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from edge_node import protocol
 from edge_node.buffer import SendBuffer
 from gateway.broker import free_port
+from gateway.feed.consumer import left_queued
 from hil_tests.faults.ledger_source import RESEND_LOG
 
 __all__ = [
@@ -278,6 +279,8 @@ class Consumer:
                         self._take(str(m.topic), m.payload)
             except aiomqtt.MqttError:
                 self.connected.clear()
+                for m in left_queued(client):  # acknowledged to the broker: ours or lost
+                    self._take(str(m.topic), m.payload)
             await asyncio.sleep(0.1)  # the broker is down: try again shortly
 
     def _take(self, topic: str, payload: Any) -> None:
