@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -66,12 +67,17 @@ def free_port() -> int:
 
 
 def script(steps: list[Step], port: int) -> str:
-    lines = ["trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT"]
+    # background jobs are stopped by the pids recorded as they start, not by a subshell's view
+    # of the job table (`$(jobs -p)`)
+    lines = [
+        "bg=()",
+        """trap '[ ${#bg[@]} -eq 0 ] || { kill "${bg[@]}" 2>/dev/null; wait; }' EXIT""",
+    ]
     for i, step in enumerate(steps):
         command = step.command.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
         lines.append(f"echo '{MARK} {i}'")
         if command.rstrip().endswith("&"):
-            lines.append(command)
+            lines.append(f"{command}\nbg+=($!)")
         else:
             lines.append(f'{command}\necho "{MARK}-rc $?"')
     return "\n".join(lines) + "\n"
@@ -102,14 +108,22 @@ def test_console_examples_run(doc: Path, index: int, steps: list[Step], tmp_path
         "COLUMNS": "160",
         "TWINEDGE_URL": f"http://127.0.0.1:{port}",
     }
-    run = subprocess.run(
+    with subprocess.Popen(
         ["bash", "-c", script(steps, port)],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=90,
-    )
+        start_new_session=True,  # a timeout stops the block's background jobs too
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"{doc.name} block {index} still running after 90 s:\n{stdout}\n{stderr}")
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     parts = re.split(rf"^{MARK} (\d+)\n", run.stdout, flags=re.M)
     outputs = dict(zip(map(int, parts[1::2]), parts[2::2], strict=True))
     for i, step in enumerate(steps):
