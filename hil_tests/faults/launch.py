@@ -7,6 +7,8 @@ wall clock that jumps backwards.
 ``TWINEDGE_FAULT_CLOCK_JUMP=AFTER:BY`` the process's wall clock (``time.time``) moves ``BY``
 seconds backwards ``AFTER`` seconds (monotonic) after start; the monotonic clock is untouched, as
 when NTP or a technician steps the system clock. This is the only fault injected by patching.
+With ``TWINEDGE_FAULT_ONE_CPU=1`` the gateway runs on one CPU (the last this process may use),
+threads included, so a rate it reports is a one-core rate.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def main() -> int:
     from gateway import cli
     from gateway.sources import SCHEMES
 
+    if os.environ.get("TWINEDGE_FAULT_ONE_CPU") == "1":  # before any thread starts: all inherit it
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
     SCHEMES["ledger"] = "hil_tests.faults.ledger_source"
     jump = os.environ.get("TWINEDGE_FAULT_CLOCK_JUMP")
     if jump:
