@@ -6,7 +6,7 @@ uses, and every module costs heap.
 
 import asyncio
 
-from edge_node.compat import ticks_diff, ticks_ms
+from edge_node.compat import ticks_add, ticks_diff, ticks_ms
 
 
 class AdcProbe:
@@ -53,7 +53,7 @@ class I2cRegister:
 
 async def blink(pin, seconds, half_period_ms=250):
     """Identify the node: blink ``pin`` for ``seconds``."""
-    end = ticks_ms() + seconds * 1000
+    end = ticks_add(ticks_ms(), seconds * 1000)
     on = 0
     while ticks_diff(end, ticks_ms()) > 0:
         on ^= 1
