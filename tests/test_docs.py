@@ -123,16 +123,15 @@ def test_console_examples_run(doc: Path, index: int, steps: list[Step], tmp_path
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
             pytest.fail(f"{doc.name} block {index} still running after 90 s:\n{stdout}\n{stderr}")
-    run = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    parts = re.split(rf"^{MARK} (\d+)\n", run.stdout, flags=re.M)
+    parts = re.split(rf"^{MARK} (\d+)\n", stdout, flags=re.M)
     outputs = dict(zip(map(int, parts[1::2]), parts[2::2], strict=True))
     for i, step in enumerate(steps):
-        assert i in outputs, f"$ {step.command}: never ran; stderr:\n{run.stderr}"
+        assert i in outputs, f"$ {step.command}: never ran; stderr:\n{stderr}"
         text = outputs[i]
         rc = re.search(rf"^{MARK}-rc (\d+)$", text, re.M)
         body = re.sub(rf"^{MARK}-rc \d+\n?", "", text, flags=re.M)
         if rc is not None:
-            assert rc.group(1) == "0", f"$ {step.command}: exit {rc.group(1)}\n{body}{run.stderr}"
+            assert rc.group(1) == "0", f"$ {step.command}: exit {rc.group(1)}\n{body}{stderr}"
         check_output(step, body)
 
 

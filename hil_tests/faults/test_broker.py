@@ -73,6 +73,7 @@ async def test_long_outage_backlog_drains_while_live_traffic_continues(
         async with GatewayProcess(site, api, env={"TWINEDGE_FAULT_ONE_CPU": "1"}) as gw:
             before = await gw.wait_status(lambda s: s["buffer"]["rows"] > BACKLOG + 2000)
             cpus = len(os.sched_getaffinity(gw.pid))
+            assert cpus == 1, "the drain rate is a one-core figure"
             loop = asyncio.get_running_loop()
             arrived = len(consumer.arrivals)
             await mq.start()
