@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 import shutil
 import socket
 import tempfile
@@ -60,6 +61,10 @@ class MosquittoProcess:
         self.proc = await _spawn(self.conf)
         await wait_port("127.0.0.1", self.port)
 
+    def log(self) -> str:
+        """What mosquitto printed (its errors, e.g. a persistence file it could not write)."""
+        return (self.conf.parent / "mosquitto.log").read_text(encoding="utf-8", errors="replace")
+
     async def stop(self) -> None:
         if self.proc.returncode is None:
             self.proc.terminate()
@@ -70,9 +75,10 @@ async def _spawn(conf: Path) -> asyncio.subprocess.Process:
     exe = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if exe is None:
         raise TwinedgeError("mosquitto is not installed (Debian/Ubuntu: apt-get install mosquitto)")
-    return await asyncio.create_subprocess_exec(
-        exe, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-    )
+    with (conf.parent / "mosquitto.log").open("ab") as log_file:  # what it says when it fails
+        return await asyncio.create_subprocess_exec(
+            exe, "-c", str(conf), stdout=asyncio.subprocess.DEVNULL, stderr=log_file
+        )
 
 
 @asynccontextmanager
@@ -84,6 +90,9 @@ async def mosquitto(port: int | None = None, extra: str = "") -> AsyncIterator[M
         conf.write_text(
             f"listener {port} 127.0.0.1\n"
             "allow_anonymous true\n"
+            # started as root, mosquitto would drop to its own user and could not write a
+            # persistence file in the caller's directories (it would say so only in its log)
+            f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             "set_tcp_nodelay true\n"
             "persistence false\n"
             "max_inflight_messages 0\n"

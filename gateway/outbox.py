@@ -148,6 +148,7 @@ class Outbox:
         self.rows = 0
         self.dropped: dict[str, int] = {}
         self.dropped_unstored = 0  # rows refused because the disk was full (never stored)
+        self.disk_full = False  # the last write was refused for want of room
         self.recovered_from: Path | None = None  # set when a corrupt file was moved aside
         self.file_restores = 0  # times the file was removed while open and written back
         self.next_seq = 1
@@ -309,29 +310,38 @@ class Outbox:
         # counters change inside transactions: put them back when a transaction is rolled back
         saved = self.rows, dict(self.dropped)
         try:
-            return self._insert(readings, events)
+            last = self._insert(readings, events)
         except sqlite3.OperationalError as e:
             self.rows, self.dropped = saved[0], dict(saved[1])
             if "full" not in str(e):
                 raise StoreError(f"store write failed: {e}") from e
+        else:
+            if self.disk_full:
+                self.disk_full = False
+                log.warning("store %s: room again, storing readings", self.path)
+            return last
         # Disk full: make room by policy (drop the oldest readings) and try once more. A WAL
-        # that grew to fill the disk never reaches its auto-checkpoint: truncate it first.
-        log.error("store %s: disk full, dropping the oldest readings to make room", self.path)
+        # that grew to fill the disk never reaches its auto-checkpoint: truncate it first. The
+        # drop and the insert are one transaction: if the batch still cannot be written, nothing
+        # is dropped for it (else every refused batch would cost stored readings, for nothing).
+        if not self.disk_full:  # said once per spell, not for every refused batch
+            log.error("store %s: disk full, dropping the oldest readings to make room", self.path)
         n = len(readings) + len(events)
         try:
             assert self._db is not None
             with suppress(sqlite3.OperationalError):  # fails if the main file cannot grow
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            with self._atomic() as db:
-                self._drop(db, max(n, self.rows // 10), KIND_READINGS)
-            saved = self.rows, dict(self.dropped)
-            return self._insert(readings, events)
+            return self._insert(readings, events, drop=max(n, self.rows // 10))
         except sqlite3.OperationalError as e:
             self.rows, self.dropped = saved[0], dict(saved[1])
             self.dropped_unstored += n
+            self.disk_full = True
             raise StoreError(f"store full, {n} readings/events not stored: {e}") from e
 
-    def _insert(self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]]) -> int:
+    def _insert(
+        self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]], drop: int = 0
+    ) -> int:
+        """Commit one batch; ``drop`` the oldest readings first in the same transaction."""
         seq = self.next_seq
         rows: list[tuple[Any, ...]] = []
         if readings:
@@ -348,7 +358,10 @@ class Outbox:
             seq += 1
         count = seq - self.next_seq
         marks = self.marks.plan(_marks(readings), seq - 1)
+        dropped_before = sum(self.dropped.values())
         with self._atomic() as db:
+            if drop:
+                self._drop(db, drop, KIND_READINGS)
             self._make_room(db, count)
             db.executemany(
                 "INSERT INTO outbox (kind, first_seq, last_seq, count, received_at, asset, assets,"
@@ -359,6 +372,8 @@ class Outbox:
             if marks is not None:
                 self._write_marks(db, marks)
         self.marks.apply(marks)  # only now: a mark of a frame not committed would lose it
+        if gone := sum(self.dropped.values()) - dropped_before:  # said once it is committed
+            log.warning("buffer full: dropped the %d oldest stored readings by policy", gone)
         self.next_seq = seq
         self.rows += count
         return seq - 1
@@ -409,8 +424,6 @@ class Outbox:
             for asset, c in counts.items():
                 self.dropped[asset] = self.dropped.get(asset, 0) + c
             self.rows -= gone
-            what = "readings" if kind == KIND_READINGS else "events"
-            log.warning("buffer full: dropped the %d oldest %s by policy", gone, what)
         if gone < n and kind == KIND_READINGS:
             self._drop(db, n - gone, KIND_EVENT)
 

@@ -209,9 +209,7 @@ def make_pki(tmp: Path) -> tuple[Path, Path, Path, Path]:
 
 async def test_broker_tls_handshake_checks_the_ca(tmp_path: Path) -> None:
     ca, other, cert, key = make_pki(tmp_path)
-    os.chmod(key, 0o644)  # mosquitto may drop privileges before reading it
-    # stay root: the files live in the private pytest tmp dir the mosquitto user cannot read
-    extra = f"user root\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
+    extra = f"cafile {ca}\ncertfile {cert}\nkeyfile {key}\n"
     async with mosquitto(extra=extra) as broker:
         good = await check_broker(broker_cfg(broker.port, tls=True, ca=ca))
         bad = await check_broker(broker_cfg(broker.port, tls=True, ca=other))
@@ -231,14 +229,13 @@ def password_file(tmp_path: Path) -> Path:
     subprocess.run(
         ["mosquitto_passwd", "-b", str(passwords), "gw", "right-secret"], check=True, timeout=30
     )
-    os.chmod(passwords, 0o644)
     return passwords
 
 
 async def test_broker_credentials_are_checked_with_an_mqtt_session(
     password_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    extra = f"user root\nallow_anonymous false\npassword_file {password_file}\n"
+    extra = f"allow_anonymous false\npassword_file {password_file}\n"
     async with mosquitto(extra=extra) as broker:
         cfg = dataclasses.replace(
             broker_cfg(broker.port), username="gw", password_env="TWINEDGE_TEST_BROKER_PASSWORD"

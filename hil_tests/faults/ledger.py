@@ -62,6 +62,7 @@ __all__ = [
 GATEWAY, SITE_ID = "gw-ledger", "faults"
 BASE = f"twinedge/v1/{SITE_ID}/{GATEWAY}"
 VALUES_PER_FRAME = 25  # 25 ids per readings frame keeps the body under protocol.MAX_BODY
+RESEND_S = 3.0  # a device resends a frame unacknowledged this long (a node's resend_s)
 
 
 async def until(
@@ -105,7 +106,8 @@ class LedgerDevice:
         self.boot = random.getrandbits(32)
         self.buffer = SendBuffer(capacity)
         self.frame_seq = 0  # frames made
-        self.acked_upto = 0  # every frame <= this was acknowledged (committed) by the gateway
+        self.acked_frames: set[int] = set()  # frames the gateway acknowledged (committed)
+        self.acked_upto = 0  # every frame <= this was acknowledged
         self.connections = 0
         self.bad_sent = 0
         self.running = True
@@ -119,10 +121,12 @@ class LedgerDevice:
 
     @property
     def acked(self) -> int:
-        return self.acked_upto * VALUES_PER_FRAME
+        return len(self.acked_frames) * VALUES_PER_FRAME
 
-    def ids(self, upto_frame: int) -> set[int]:
-        return set(range(1, upto_frame * VALUES_PER_FRAME + 1))
+    def acked_ids(self) -> set[int]:
+        """The unique ids of every reading the gateway acknowledged."""
+        return {(f - 1) * VALUES_PER_FRAME + i + 1 for f in self.acked_frames
+                for i in range(VALUES_PER_FRAME)}  # fmt: skip
 
     async def __aenter__(self) -> Self:
         server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -148,6 +152,11 @@ class LedgerDevice:
         start, made = loop.time(), 0
         while True:
             await asyncio.sleep(0.01)  # the node's sampling clock, not a wait for an event
+            w = self._writer
+            if w is not None and not w.is_closing():  # as a node: resend what stays unacked
+                for seq, frame in self.buffer.due(int(RESEND_S * 1000), 1 << 30):
+                    self.buffer.mark_sent(seq)
+                    self._send(w, frame)
             if not self.running:
                 continue
             due = int((loop.time() - start) * self.rate / VALUES_PER_FRAME)
@@ -184,6 +193,14 @@ class LedgerDevice:
         if live and self.flap_after and self._rng.random() < 1 / self.flap_after:
             w.close()  # drop the line after ~flap_after new frames (resends always complete)
 
+    def _acked(self, upto: int, got: int) -> None:
+        self.buffer.ack(upto, got)
+        self.acked_frames.update(range(self.acked_upto + 1, upto + 1))
+        if got:
+            self.acked_frames.add(got)
+        while self.acked_upto + 1 in self.acked_frames:
+            self.acked_upto += 1
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._writer is not None:
             self._writer.close()  # one gateway at a time: a new connection replaces the old
@@ -202,9 +219,8 @@ class LedgerDevice:
             while data := await reader.read(4096):
                 for f in splitter.feed(data):
                     msg = protocol.decode(f)
-                    if msg["type"] == "ack" and msg["upto"] > self.acked_upto:
-                        self.acked_upto = msg["upto"]
-                        self.buffer.ack(msg["upto"], msg["got"])
+                    if msg["type"] == "ack":
+                        self._acked(msg["upto"], msg["got"])
         except (ConnectionError, protocol.ProtocolError):
             pass
         finally:
@@ -251,6 +267,7 @@ class Consumer:
         self.sessions: set[str] = set()
         self.arrivals: list[tuple[float, int]] = []  # (loop time, rows) per readings message
         self.connected = asyncio.Event()
+        self.connects = 0  # sessions taken up (a restart of the broker or a cut adds one)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -274,6 +291,7 @@ class Consumer:
             try:
                 async with client:
                     await client.subscribe(f"{self.base}/#", qos=1)
+                    self.connects += 1
                     self.connected.set()
                     async for m in client.messages:
                         self._take(str(m.topic), m.payload)
@@ -507,8 +525,9 @@ def settle(scenario: str, devices: list[LedgerDevice], consumer: Consumer, dropp
     for d in devices:
         books.emitted += d.emitted
         books.acked += d.acked
-        books.missing_acked += len(d.ids(d.acked_upto) - consumer.ids_of(d.name))
+        books.missing_acked += len(d.acked_ids() - consumer.ids_of(d.name))
     books.committed, books.missing_seqs = consumer.seq_books()
+    books.extra["consumer_sessions"] = consumer.connects
     return books
 
 

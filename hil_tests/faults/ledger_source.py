@@ -4,13 +4,14 @@ A ledger device (:class:`hil_tests.faults.ledger.LedgerDevice`) lives outside th
 and speaks the node wire protocol (:mod:`edge_node.protocol`: COBS frames with CRC, hello,
 readings, ack) over TCP instead of a UART. This driver turns each value of a readings frame into
 one Reading and acknowledges a frame only from ``SourceContext.on_commit``, that is after the
-gateway committed it to the outbox; the device keeps every unacknowledged frame and resends it
-on the next connection. Within one gateway process a resent frame is recognised by its node
-sequence number and counted as a duplicate; after a gateway crash that memory is gone, and a
-frame committed but not yet acknowledged when the gateway died arrives a second time: the
-store's record of committed frames (``SourceContext.committed``, by node, boot and seq; readings
-carry the boot) tells it apart, so it is acknowledged again, counted as a duplicate and not
-stored twice, as the serial source does.
+gateway committed it to the outbox, one frame per ack (a frame below a committed one may have
+been refused by a full disk); the device keeps every unacknowledged frame and resends it on the
+next connection and when it stays unacknowledged for a while. A resent frame that the store's
+record of committed frames (``SourceContext.committed``, by node, boot and seq; readings carry
+the boot) holds is acknowledged again, counted as a duplicate and not stored twice: its ack was
+lost with a connection or with a gateway killed between commit and ack. A resent frame still on
+its way to the store is ignored; one refused by the store is taken again, as the serial source
+does.
 
 The fault tests register the ``ledger`` scheme in the gateway subprocess through
 :mod:`hil_tests.faults.launch`.
@@ -35,26 +36,29 @@ __all__ = ["RESEND_LOG", "LedgerSource", "open"]
 log = logging.getLogger("twinedge.faults.ledger")
 RESEND_LOG = "committed before a restart: acknowledged again, not stored"
 
-#: per gateway process, per (asset, node boot): highest frame seq yielded and committed. They
-#: outlive one connection: a reading committed while the device is reconnecting is acknowledged
-#: on the next connection.
+#: per gateway process, per (asset, node boot): the highest frame seq yielded, and the frames
+#: yielded whose readings are not committed yet (-> when). They outlive one connection.
 _YIELDED: dict[tuple[str, int], int] = {}
-_COMMITTED: dict[tuple[str, int], int] = {}
+_INFLIGHT: dict[tuple[str, int], dict[int, float]] = {}
 _BOOT: dict[str, int] = {}  # asset -> boot of the node last heard
 _WRITER: dict[str, asyncio.StreamWriter] = {}  # asset -> its current connection
+#: a frame yielded this long ago and still not committed was refused (a full disk): a resend of
+#: it is taken again. Until then a resend is on its way to the store already and is ignored.
+RETAKE_S = 10.0
 
 
-def _send_ack(asset: str, upto: int) -> None:
+def _send_ack(asset: str, seq: int) -> None:
+    """Acknowledge one frame (``got``), as the serial source does: never a run of frames, since
+    a frame below a committed one may have been refused by a full disk."""
     w = _WRITER.get(asset)
     if w is not None and not w.is_closing():
-        w.write(protocol.encode({"type": "ack", "node": "gw", "seq": 0, "upto": upto, "got": upto}))
+        w.write(protocol.encode({"type": "ack", "node": "gw", "seq": 0, "upto": 0, "got": seq}))
 
 
 def _committer(asset: str) -> Callable[[str, int], None]:
     def committed(device: str, seq: int) -> None:
-        key = (asset, _BOOT.get(asset, 0))
-        if seq > _COMMITTED.get(key, 0):
-            _COMMITTED[key] = seq
+        inflight = _INFLIGHT.get((asset, _BOOT.get(asset, 0)), {})
+        if inflight.pop(seq, None) is not None:
             _send_ack(asset, seq)
 
     return committed
@@ -113,31 +117,31 @@ class LedgerSource:
     def _take(self, msg: protocol.Msg) -> list[Reading]:
         if msg["type"] == "hello":
             self.boot = _BOOT[self.ctx.asset] = msg["boot"]
-            if _COMMITTED.get((self.ctx.asset, self.boot)):  # acks lost with the old connection
-                _send_ack(self.ctx.asset, _COMMITTED[(self.ctx.asset, self.boot)])
             self.ctx.device_info.update(firmware=msg["firmware"], node=msg["node"])
             return []
         if msg["type"] != "readings":
             return []
-        key, seq = (self.ctx.asset, self.boot), msg["seq"]
-        if seq <= _YIELDED.get(key, 0):
-            self.ctx.counters.duplicates += 1
-            if seq <= _COMMITTED.get(key, 0):
-                _send_ack(self.ctx.asset, _COMMITTED[key])  # its ack went to an old connection
-            return []
-        _YIELDED[key] = seq
+        key, seq, now = (self.ctx.asset, self.boot), msg["seq"], time.time()
         committed = self.ctx.committed
         if committed is not None and committed(msg["node"], self.boot, seq):
-            # stored before the gateway crashed, not acknowledged: acknowledge, do not store.
-            # (Acks here are cumulative: the store commits a device's frames in order, so
-            # everything below a committed frame is committed too, unless a full disk refused it.)
+            # in the store already, its ack lost (with a connection, or with a crashed gateway
+            # process): acknowledge again, do not store
             self.ctx.counters.duplicates += 1
-            log.info("%s: frame %d (boot %d) %s", self.ctx.asset, seq, self.boot, RESEND_LOG)
-            _COMMITTED[key] = max(_COMMITTED.get(key, 0), seq)
-            _send_ack(self.ctx.asset, _COMMITTED[key])
+            if seq > _YIELDED.get(key, 0):  # committed by an earlier gateway process
+                log.info("%s: frame %d (boot %d) %s", self.ctx.asset, seq, self.boot, RESEND_LOG)
+            _send_ack(self.ctx.asset, seq)
             return []
+        inflight = _INFLIGHT.setdefault(key, {})
+        since = inflight.get(seq)
+        if since is not None:
+            self.ctx.counters.duplicates += 1
+            if now - since < RETAKE_S:
+                return []  # on its way to the store: that commit acknowledges it
+            log.warning("%s: frame %d never reached the store; taking it again", self.ctx.asset,
+                        seq)  # fmt: skip
+        inflight[seq] = now
+        _YIELDED[key] = max(_YIELDED.get(key, 0), seq)
         self.ctx.counters.frames_ok += 1
-        now = time.time()
         return [
             Reading(self.ctx.asset, name, value, "C62", now, msg["time"], Quality.GOOD,
                     msg["node"], seq, boot=self.boot)

@@ -34,6 +34,8 @@ async def test_broker_stopped_and_restarted(
             await until(lambda: consumer.copies > 500, 20, "readings")
             for _ in range(3):
                 await mq.stop()
+                # the consumer's session and its queued messages must outlive the restart
+                assert (tmp_path / "mosquitto" / "mosquitto.db").is_file(), mq.log()
                 down = await gw.wait_status(lambda s: s["uplink"]["state"] != "connected")
                 # while the broker is down the devices are still acknowledged: from the store
                 await gw.wait_status(lambda s: s["buffer"]["rows"] > 1000)
