@@ -148,6 +148,22 @@ async def test_store_error_when_file_cannot_be_written(tmp_path: Path) -> None:
         assert await box.append([Reading("a1", "t", 1.0, "CEL", 1.0, quality=Quality.SUSPECT)])
 
 
+async def test_a_batch_refused_on_a_full_disk_costs_no_stored_readings(tmp_path: Path) -> None:
+    async with Outbox(tmp_path / "s.db") as box:
+        for i in range(50):
+            await box.append(readings(2, start=1000.0 + 10 * i))
+        assert box._db is not None
+        pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+        box._db.execute(f"PRAGMA max_page_count = {pages}")  # fault injection: the disk is full
+        with pytest.raises(StoreError, match="full"):  # even dropping all 100 makes too little room
+            await box.append(readings(3000, start=5000.0))
+        assert box.rows == 100 and box.dropped == {} and box.disk_full
+        assert len(rows_of(await box.peek(0, 1000))) == 100  # nothing was dropped for it
+        assert await box.append(readings(2, start=9000.0)) == 102  # room for a small batch
+        box._db.execute(f"PRAGMA max_page_count = {10 * pages}")  # room returns
+        assert await box.append(readings(3000, start=5000.0)) == 3102 and not box.disk_full
+
+
 async def test_twin_snapshots_round_trip(tmp_path: Path) -> None:
     async with Outbox(tmp_path / "s.db") as box:
         await box.save_twins({"a1": (7, {"revision": 7, "state": {}})})
