@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-__all__ = ["setup_logging"]
+__all__ = ["StderrHandler", "setup_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,8 +27,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when logging
+    was set up: a caller that swaps it (a test harness running the CLI in-process) and closes
+    the old one leaves no handler writing to a closed file."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(fmt: str = "text", verbose: int = 0) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
