@@ -286,11 +286,10 @@ class Gateway:
 
     async def _take(self, batch: list[Reading]) -> None:
         events = self.detector.score(batch) if self.detector is not None else []
-        full_before = self.outbox.disk_full
         try:
             await self.outbox.append(batch, [(e.asset, e.as_dict()) for e in events])
         except StoreError as e:
-            if not (full_before and self.outbox.disk_full):  # a full disk: warned once a spell
+            if not e.repeated:  # a full disk is warned once a spell, not for every batch
                 self.warn(str(e))
             return
         self.readings_in += len(batch)

@@ -122,7 +122,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
 
 
 class StoreError(TwinedgeError, OSError):
-    """The store could not take rows (disk full, file removed); nothing was acknowledged."""
+    """The store could not take rows (disk full, file removed); nothing was acknowledged.
+    ``repeated``: the same full disk as the last refusal, already reported."""
+
+    def __init__(self, msg: str, *, repeated: bool = False) -> None:
+        super().__init__(msg)
+        self.repeated = repeated
 
 
 class Outbox:
@@ -335,8 +340,9 @@ class Outbox:
         except sqlite3.OperationalError as e:
             self.rows, self.dropped = saved[0], dict(saved[1])
             self.dropped_unstored += n
-            self.disk_full = True
-            raise StoreError(f"store full, {n} readings/events not stored: {e}") from e
+            repeated, self.disk_full = self.disk_full, True
+            raise StoreError(f"store full, {n} readings/events not stored: {e}",
+                             repeated=repeated) from e  # fmt: skip
 
     def _insert(
         self, readings: list[Reading], events: list[tuple[str, Mapping[str, Any]]], drop: int = 0
@@ -358,11 +364,9 @@ class Outbox:
             seq += 1
         count = seq - self.next_seq
         marks = self.marks.plan(_marks(readings), seq - 1)
-        dropped_before = sum(self.dropped.values())
         with self._atomic() as db:
-            if drop:
-                self._drop(db, drop, KIND_READINGS)
-            self._make_room(db, count)
+            gone = self._drop(db, drop, KIND_READINGS) if drop else 0
+            gone += self._make_room(db, count)
             db.executemany(
                 "INSERT INTO outbox (kind, first_seq, last_seq, count, received_at, asset, assets,"
                 " body) VALUES (?,?,?,?,?,?,?,?)",
@@ -372,8 +376,8 @@ class Outbox:
             if marks is not None:
                 self._write_marks(db, marks)
         self.marks.apply(marks)  # only now: a mark of a frame not committed would lose it
-        if gone := sum(self.dropped.values()) - dropped_before:  # said once it is committed
-            log.warning("buffer full: dropped the %d oldest stored readings by policy", gone)
+        if gone:  # said once it is committed
+            log.warning("buffer full: dropped the %d oldest stored readings/events by policy", gone)
         self.next_seq = seq
         self.rows += count
         return seq - 1
@@ -390,21 +394,24 @@ class Outbox:
         None) is committed: a resend of it after a crash is acknowledged again, not stored."""
         return self.marks.committed(asset, device, boot, seq)
 
-    def _make_room(self, db: sqlite3.Connection, incoming: int) -> None:
+    def _make_room(self, db: sqlite3.Connection, incoming: int) -> int:
+        """Drop by policy to stay within the budget; returns how many were dropped."""
         excess = self.rows + incoming - self.max_rows
         if excess > 0:
-            self._drop(db, excess + self.max_rows // 100, KIND_READINGS)
-        elif self._bytes(db) > self.max_bytes:
-            self._drop(db, max(incoming, self.rows // 100), KIND_READINGS)
+            return self._drop(db, excess + self.max_rows // 100, KIND_READINGS)
+        if self._bytes(db) > self.max_bytes:
+            return self._drop(db, max(incoming, self.rows // 100), KIND_READINGS)
+        return 0
 
     def _bytes(self, db: sqlite3.Connection) -> int:
         used = db.execute("PRAGMA page_count").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         return int((used - free) * self._page_size)
 
-    def _drop(self, db: sqlite3.Connection, n: int, kind: int) -> None:
+    def _drop(self, db: sqlite3.Connection, n: int, kind: int) -> int:
         """Drop the oldest stored batches of ``kind`` holding at least ``n`` readings (events
-        only once no readings are left); count the drops per asset in the store."""
+        only once no readings are left); count the drops per asset in the store. Returns how
+        many readings and events were dropped."""
         gone, last_id = 0, None
         counts: Counter[str] = Counter()
         query = "SELECT id, count, assets FROM outbox WHERE kind = ? ORDER BY id"
@@ -425,7 +432,8 @@ class Outbox:
                 self.dropped[asset] = self.dropped.get(asset, 0) + c
             self.rows -= gone
         if gone < n and kind == KIND_READINGS:
-            self._drop(db, n - gone, KIND_EVENT)
+            gone += self._drop(db, n - gone, KIND_EVENT)
+        return gone
 
     # -- reading and acknowledging ------------------------------------------------------------
 

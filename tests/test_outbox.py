@@ -155,9 +155,12 @@ async def test_a_batch_refused_on_a_full_disk_costs_no_stored_readings(tmp_path:
         assert box._db is not None
         pages = box._db.execute("PRAGMA page_count").fetchone()[0]
         box._db.execute(f"PRAGMA max_page_count = {pages}")  # fault injection: the disk is full
-        with pytest.raises(StoreError, match="full"):  # even dropping all 100 makes too little room
+        with pytest.raises(StoreError, match="full") as first:  # dropping all 100 is too little
             await box.append(readings(3000, start=5000.0))
         assert box.rows == 100 and box.dropped == {} and box.disk_full
+        with pytest.raises(StoreError, match="full") as again:
+            await box.append(readings(3000, start=5000.0))
+        assert not first.value.repeated and again.value.repeated  # the spell is reported once
         assert len(rows_of(await box.peek(0, 1000))) == 100  # nothing was dropped for it
         assert await box.append(readings(2, start=9000.0)) == 102  # room for a small batch
         box._db.execute(f"PRAGMA max_page_count = {10 * pages}")  # room returns
